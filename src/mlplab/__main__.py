@@ -1,0 +1,3 @@
+from mlplab.cli import main
+
+raise SystemExit(main())
