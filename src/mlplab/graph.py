@@ -1,0 +1,298 @@
+"""A network is a directed acyclic graph of layers.
+
+Each :class:`Node` names a layer and the nodes it reads from; the name ``"input"`` stands for the
+data. The network sorts the nodes topologically once, infers every size from the input size,
+then runs forward in that order and backward in reverse, summing the gradients that flow back
+into a node read by several others (a fan-out, such as the start of a skip connection).
+
+A plain stack is the common case and is one line::
+
+    net = Network.stack(784, [Dense(100), Sigmoid(), Dense(10)])
+
+and a graph is a list of nodes::
+
+    net = Network(784, [
+        Node("hidden", Dense(64), ["input"]),
+        Node("relu", ReLU(), ["hidden"]),
+        Node("tanh", Tanh(), ["hidden"]),
+        Node("both", Concat(), ["relu", "tanh"]),
+        Node("logits", Dense(10), ["both"]),
+    ])
+
+The network's output is the last node's output, the logits; the loss applies the output
+activation (see :mod:`mlplab.losses`). "Depth" in mlplab means the number of hidden layers,
+that is of Dense layers before the output layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlplab.errors import ConfigError
+from mlplab.layers import Layer
+
+INPUT = "input"
+
+
+@dataclass
+class Node:
+    name: str
+    layer: Layer
+    inputs: list[str] = field(default_factory=lambda: [INPUT])
+
+
+class Network:
+    """A DAG of layers with named parameters ``"<node>.<param>"``.
+
+    Parameters
+    ----------
+    input_size : int
+        Number of input features (784 for MNIST).
+    nodes : list of Node
+        In any order; the output is ``output`` or, by default, the last node listed.
+    output : str, optional
+        Name of the output node.
+    dtype : numpy dtype
+        ``float32`` (the default) for training, ``float64`` for gradient checks.
+    seed : int
+        Seeds the initializers and the dropout masks.
+    """
+
+    def __init__(self, input_size: int, nodes: list[Node], output: str | None = None,
+                 dtype=np.float32, seed: int = 0):
+        if not isinstance(input_size, int) or input_size < 1:
+            raise ConfigError(f"input size must be a positive whole number, got {input_size!r}")
+        if not nodes:
+            raise ConfigError("a network needs at least one layer")
+        self.input_size = input_size
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self.nodes = {}
+        for node in nodes:
+            if node.name == INPUT or node.name in self.nodes:
+                raise ConfigError(f"node name {node.name!r} is used twice or reserved; rename it")
+            self.nodes[node.name] = node
+        self.output = output if output is not None else nodes[-1].name
+        if self.output not in self.nodes:
+            raise ConfigError(f"output node {self.output!r} is not among the nodes")
+        self.order = self._topological_order()
+        self.sizes = self._build()
+        self._plan_memory()
+
+    @classmethod
+    def stack(cls, input_size: int, layers: list[Layer], **options) -> Network:
+        """A plain chain of layers, named ``<type><index>`` (``dense1``, ``relu2``, ...)."""
+        nodes, previous = [], INPUT
+        for index, layer in enumerate(layers, start=1):
+            name = f"{layer.type_name}{index}"
+            nodes.append(Node(name, layer, [previous]))
+            previous = name
+        return cls(input_size, nodes, **options)
+
+    # ----------------------------------------------------------------- structure
+    def _topological_order(self) -> list[str]:
+        """Kahn's algorithm over the nodes the output depends on, in declaration order."""
+        for node in self.nodes.values():
+            for name in node.inputs:
+                if name != INPUT and name not in self.nodes:
+                    raise ConfigError(
+                        f"node {node.name!r} reads from {name!r}, which is not a node "
+                        f"(known: input, {', '.join(self.nodes)})"
+                    )
+            arity = node.layer.n_inputs
+            if (arity and len(node.inputs) != arity) or (not arity and len(node.inputs) < 2):
+                wanted = arity or "at least 2"
+                raise ConfigError(
+                    f"node {node.name!r} ({node.layer.type_name}) takes {wanted} input(s), "
+                    f"got {len(node.inputs)}"
+                )
+        # Only nodes the output depends on take part; anything else is a dangling branch.
+        needed, stack = set(), [self.output]
+        while stack:
+            name = stack.pop()
+            if name != INPUT and name not in needed:
+                needed.add(name)
+                stack.extend(self.nodes[name].inputs)
+        unused = [name for name in self.nodes if name not in needed]
+        if unused:
+            raise ConfigError(
+                f"node(s) {', '.join(unused)} do not lead to the output {self.output!r}; "
+                "connect or remove them"
+            )
+        waiting = {name: len(set(self.nodes[name].inputs) - {INPUT}) for name in self.nodes}
+        readers: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for name in set(node.inputs) - {INPUT}:
+                readers[name].append(node.name)
+        ready = [name for name, count in waiting.items() if count == 0]
+        order = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for reader in readers[name]:
+                waiting[reader] -= 1
+                if waiting[reader] == 0:
+                    ready.append(reader)
+        if len(order) != len(self.nodes):
+            cycle = [name for name in self.nodes if name not in order]
+            raise ConfigError(f"the graph has a cycle through node(s) {', '.join(cycle)}")
+        self.readers = readers
+        return order
+
+    def _build(self) -> dict[str, int]:
+        rng = np.random.default_rng(self.seed)
+        sizes = {INPUT: self.input_size}
+        for name in self.order:
+            node = self.nodes[name]
+            try:
+                sizes[name] = node.layer.build([sizes[i] for i in node.inputs], rng, self.dtype)
+            except ConfigError as error:
+                raise ConfigError(f"node {name!r}: {error}") from None
+        return sizes
+
+    def _plan_memory(self) -> None:
+        """Decide which activations may work in place and which layers skip the input gradient.
+
+        An activation may overwrite its input when that input has exactly one reader and its
+        producer does not read its own output in backward (Dense and normalizations don't).
+        """
+        for name in self.order:
+            layer = self.nodes[name].layer
+            inputs = self.nodes[name].inputs
+            source = inputs[0]
+            layer.inplace = (
+                len(inputs) == 1
+                and source != INPUT
+                and len(self.readers[source]) == 1
+                and not self.nodes[source].layer.caches_output
+            )
+            layer.input_grad_needed = any(i != INPUT for i in inputs)
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Every trainable array, by ``"<node>.<param>"`` name, in topological order."""
+        return {f"{name}.{key}": array
+                for name in self.order
+                for key, array in self.nodes[name].layer.params.items()}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return {f"{name}.{key}": array
+                for name in self.order
+                for key, array in self.nodes[name].layer.grads.items()}
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Saved state that is not trained, such as BatchNorm's running statistics."""
+        return {f"{name}.{key}": array
+                for name in self.order
+                for key, array in self.nodes[name].layer.buffers.items()}
+
+    def rng_states(self) -> dict[str, dict]:
+        """The state of every layer's own random generator (dropout), for exact resumption."""
+        return {name: self.nodes[name].layer.rng.bit_generator.state
+                for name in self.order if hasattr(self.nodes[name].layer, "rng")}
+
+    def set_rng_states(self, states: dict[str, dict]) -> None:
+        for name, state in states.items():
+            self.nodes[name].layer.rng.bit_generator.state = state
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    # ----------------------------------------------------------------- computing
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The logits for a batch ``x`` of shape ``(N, input_size)``.
+
+        The returned array may be reused by the next call: copy it to keep it.
+        """
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise ConfigError(
+                f"the network expects inputs of shape (N, {self.input_size}), got {x.shape}"
+            )
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        values = {INPUT: x}
+        remaining_readers = {name: len(readers) for name, readers in self.readers.items()}
+        for name in self.order:
+            node = self.nodes[name]
+            values[name] = node.layer.forward(*(values[i] for i in node.inputs), training=training)
+            for source in set(node.inputs) - {INPUT}:  # free what no later node reads
+                remaining_readers[source] -= 1
+                if remaining_readers[source] == 0:
+                    del values[source]
+        return values[self.output]
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = False):
+        """Backpropagate ``dL/d(logits)``; fills every layer's ``grads``.
+
+        Returns ``dL/dx`` when ``input_grad`` is true (the gradient checker wants it), else None.
+        """
+        if input_grad:
+            for name in self.order:
+                self.nodes[name].layer.input_grad_needed = True
+        grads = {self.output: grad_output}
+        for name in reversed(self.order):
+            node = self.nodes[name]
+            grad_in = node.layer.backward(grads.pop(name))
+            if node.layer.n_inputs == 1:
+                grad_in = [grad_in]
+            for source, grad in zip(node.inputs, grad_in):
+                if grad is None or (source == INPUT and not input_grad):
+                    continue
+                if source in grads:  # a fan-out: gradients from all readers add up
+                    grads[source] = grads[source] + grad
+                else:
+                    grads[source] = grad
+        if input_grad:
+            self._plan_memory()
+            return grads.get(INPUT)
+        return None
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Logits for any number of examples, computed in batches (inference mode)."""
+        n_out = self.sizes[self.output]
+        logits = np.empty((x.shape[0], n_out), dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            logits[start:start + batch_size] = self.forward(x[start:start + batch_size])
+        return logits
+
+    # ----------------------------------------------------------------- description
+    def architecture(self) -> dict:
+        """The graph as plain JSON values; :func:`mlplab.architecture.network_from_spec` reads it."""
+        return {
+            "input_size": self.input_size,
+            "output": self.output,
+            "nodes": [
+                {"name": name, "type": self.nodes[name].layer.type_name,
+                 "inputs": list(self.nodes[name].inputs), **self.nodes[name].layer.config()}
+                for name in self.order
+            ],
+        }
+
+    def summary(self) -> str:
+        """A table of layers, output shapes and parameter counts, like Keras's ``summary()``."""
+        rows = [("Layer (type)", "Inputs", "Output shape", "Param #")]
+        for name in self.order:
+            node = self.nodes[name]
+            count = sum(p.size for p in node.layer.params.values())
+            rows.append((f"{name} ({node.layer.type_name})", ", ".join(node.inputs),
+                         f"(None, {self.sizes[name]})", f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        line = "-" * (sum(widths) + 6)
+
+        def fmt(row):
+            return "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                              row[2].ljust(widths[2]), row[3].rjust(widths[3])])
+
+        body = [fmt(rows[0]), line.replace("-", "=")] + [fmt(row) for row in rows[1:]]
+        n_buffers = sum(b.size for b in self.buffers.values())
+        footer = [line, f"Total params: {self.n_params:,}", f"Trainable params: {self.n_params:,}"]
+        if n_buffers:
+            footer.append(f"Non-trainable buffers: {n_buffers:,}")
+        footer.append(f"Input size: {self.input_size}, dtype: {self.dtype.name}")
+        return "\n".join(body + footer)

@@ -1,0 +1,205 @@
+"""The layer contract, the Dense layer, Dropout, and the Add / Concat merges.
+
+A layer is a small object with ``forward`` and ``backward`` side by side:
+
+* ``build(input_sizes, rng, dtype) -> output_size`` allocates parameters once the sizes of the
+  inputs are known (the graph calls it in topological order; shapes are feature counts, the batch
+  dimension is always first and free).
+* ``forward(x, training)`` caches exactly what ``backward`` needs and returns the output.
+* ``backward(grad_out)`` returns the gradient with respect to the input (a list of them for a
+  merge with several inputs) and stores parameter gradients in ``self.grads`` under the same
+  names as ``self.params``. It never changes ``grad_out`` in place.
+
+Activations live in :mod:`mlplab.activations`, normalization layers in
+:mod:`mlplab.normalization`. Every concrete layer registers itself under ``type_name`` so that
+architectures can be written as strings, config files and JSON in saved models.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from mlplab import initializers
+from mlplab.errors import ConfigError
+
+LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+class Layer:
+    """Base class: a node's computation, with no parameters unless a subclass adds them."""
+
+    type_name: ClassVar[str] = ""
+    n_inputs: ClassVar[int] = 1  # 0 means "any number >= 2" (merges)
+    # True when backward reads the layer's own output (sigmoid, ReLU...). A following activation
+    # may overwrite its input in place only if the producer of that input does not need it.
+    caches_output: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.type_name:
+            LAYER_TYPES[cls.type_name] = cls
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # saved state that is not trained (BatchNorm)
+        self.inplace = False  # set by the graph: may overwrite its input in forward
+        self.input_grad_needed = True  # set by the graph: False when the input is the data
+
+    def build(self, input_sizes: list[int], rng: np.random.Generator, dtype) -> int:
+        (size,) = input_sizes
+        return size
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Constructor arguments as plain JSON values; ``type(self)(**config())`` rebuilds it."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def make_layer(type_name: str, **options) -> Layer:
+    """Create a registered layer by name, with a clear error for unknown names or options."""
+    try:
+        cls = LAYER_TYPES[type_name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown layer type {type_name!r}; choose one of: {', '.join(sorted(LAYER_TYPES))}"
+        ) from None
+    try:
+        return cls(**options)
+    except TypeError as error:
+        raise ConfigError(f"bad options {options} for layer type {type_name!r}: {error}") from None
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x W^T + b``.
+
+    ``weight`` has shape ``(units, in_features)``, one row per unit as in Nielsen's ``network.py``
+    and PyTorch: with that layout both ``x W^T`` and ``grad_out^T x`` run as fast BLAS products.
+    """
+
+    type_name = "dense"
+
+    def __init__(self, units: int, init: str = "glorot-uniform"):
+        super().__init__()
+        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+            raise ConfigError(f"a dense layer needs a positive whole number of units, got {units!r}")
+        initializers.get(init)  # fail early on an unknown initializer name
+        self.units = units
+        self.init = init
+
+    def build(self, input_sizes, rng, dtype):
+        (in_features,) = input_sizes
+        self.params["weight"] = initializers.get(self.init)((self.units, in_features), rng, dtype)
+        self.params["bias"] = np.zeros(self.units, dtype=dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        return self.units
+
+    def forward(self, x, training=False):
+        self.x = x
+        y = x @ self.params["weight"].T
+        y += self.params["bias"]
+        return y
+
+    def backward(self, grad_out):
+        weight = self.params["weight"]
+        np.matmul(grad_out.T, self.x, out=self.grads["weight"])  # dL/dW = grad_out^T x
+        np.sum(grad_out, axis=0, out=self.grads["bias"])  # dL/db = sum over the batch
+        if not self.input_grad_needed:  # the first layer: nobody wants dL/d(data)
+            return None
+        return grad_out @ weight  # dL/dx = grad_out W
+
+    def config(self):
+        return {"units": self.units, "init": self.init}
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero each input with probability ``rate`` and scale the rest by
+    ``1 / (1 - rate)`` while training, so that inference is the identity.
+
+    The mask drawn in ``forward`` is the one ``backward`` uses. Its random numbers come from the
+    layer's own generator (seeded by the graph), so runs are reproducible and resumable.
+    """
+
+    type_name = "dropout"
+
+    def __init__(self, rate: float = 0.5):
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.rng = np.random.default_rng(0)
+
+    def build(self, input_sizes, rng, dtype):
+        self.rng = np.random.default_rng(rng.integers(2**63))
+        return super().build(input_sizes, rng, dtype)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        self.mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        if self.inplace:
+            x *= self.mask
+            return x
+        return x * self.mask
+
+    def backward(self, grad_out):
+        if self.mask is None:
+            return grad_out
+        return grad_out * self.mask  # dy/dx = mask / (1 - rate), the same mask as forward
+
+    def config(self):
+        return {"rate": self.rate}
+
+
+class Add(Layer):
+    """Element-wise sum of two or more inputs of the same size (skip connections)."""
+
+    type_name = "add"
+    n_inputs = 0
+
+    def build(self, input_sizes, rng, dtype):
+        if len(set(input_sizes)) != 1:
+            raise ConfigError(f"add needs inputs of equal size, got sizes {input_sizes}")
+        self.n_merged = len(input_sizes)
+        return input_sizes[0]
+
+    def forward(self, *inputs, training=False):
+        total = inputs[0] + inputs[1]
+        for x in inputs[2:]:
+            total += x
+        return total
+
+    def backward(self, grad_out):
+        return [grad_out] * self.n_merged  # d(sum)/dx_i = 1 for every input
+
+
+class Concat(Layer):
+    """Concatenation of two or more inputs along the feature axis (parallel branches)."""
+
+    type_name = "concat"
+    n_inputs = 0
+
+    def build(self, input_sizes, rng, dtype):
+        self.sizes = list(input_sizes)
+        return sum(input_sizes)
+
+    def forward(self, *inputs, training=False):
+        return np.concatenate(inputs, axis=1)
+
+    def backward(self, grad_out):
+        # Each input receives its own slice of the gradient (views, no copy).
+        bounds = np.cumsum([0] + self.sizes)
+        return [grad_out[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]

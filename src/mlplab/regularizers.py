@@ -1,0 +1,97 @@
+"""Regularization: L1 and L2 penalties, the max-norm constraint, and gradient clipping.
+
+Penalties apply to weights (parameters named ``*.weight``), never to biases or normalization
+scales. The training step runs them in this order::
+
+    backward -> add_penalty_gradients -> clip_gradients -> optimizer.update -> apply_max_norm
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlplab.errors import ConfigError
+
+
+def is_weight(name: str) -> bool:
+    return name.endswith(".weight")
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """Settings; all zero or None means "no regularization".
+
+    Attributes
+    ----------
+    l1 : float
+        Adds ``l1 * sum|W|`` to the loss, so ``l1 * sign(W)`` to the gradient.
+    l2 : float
+        Adds ``l2 / 2 * sum W^2`` to the loss, so ``l2 * W`` to the gradient (coupled weight
+        decay; for decoupled decay use the ``adamw`` optimizer).
+    max_norm : float or None
+        After each step, rescale every unit's incoming weight vector (a row of the weight
+        matrix) whose Euclidean norm exceeds ``max_norm`` back to that norm (Srebro and
+        Shraibman; used with dropout by Srivastava et al., 2014).
+    clip_norm : float or None
+        Before each step, scale all gradients together so that their global norm is at most
+        ``clip_norm``.
+    """
+
+    l1: float = 0.0
+    l2: float = 0.0
+    max_norm: float | None = None
+    clip_norm: float | None = None
+
+    def __post_init__(self):
+        for name in ("l1", "l2"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        for name in ("max_norm", "clip_norm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+
+    def penalty(self, params: dict[str, np.ndarray]) -> float:
+        """The loss term the penalties add (reported separately from the data loss)."""
+        total = 0.0
+        for name, weight in params.items():
+            if is_weight(name):
+                if self.l1:
+                    total += self.l1 * float(np.abs(weight).sum(dtype=np.float64))
+                if self.l2:
+                    total += 0.5 * self.l2 * float(np.square(weight, dtype=np.float64).sum())
+        return total
+
+    def add_penalty_gradients(self, params, grads) -> None:
+        if not (self.l1 or self.l2):
+            return
+        for name, weight in params.items():
+            if is_weight(name):
+                if self.l2:
+                    grads[name] += self.l2 * weight  # d(l2/2 W^2)/dW = l2 W
+                if self.l1:
+                    grads[name] += self.l1 * np.sign(weight)  # d(l1 |W|)/dW = l1 sign(W)
+
+    def clip_gradients(self, grads) -> float:
+        """Scale gradients to a global norm of at most ``clip_norm``; returns the norm before."""
+        if self.clip_norm is None:
+            return float("nan")
+        norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+        if norm > self.clip_norm:
+            scale = self.clip_norm / norm
+            for g in grads.values():
+                g *= scale
+        return norm
+
+    def apply_max_norm(self, params) -> None:
+        if self.max_norm is None:
+            return
+        for name, weight in params.items():
+            if is_weight(name):
+                norms = np.sqrt(np.einsum("ij,ij->i", weight, weight))
+                too_long = norms > self.max_norm
+                if too_long.any():
+                    weight[too_long] *= (self.max_norm / norms[too_long])[:, None]
