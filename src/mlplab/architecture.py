@@ -40,7 +40,10 @@ Any DAG is a dict (from Python, a TOML config file or a saved model's JSON)::
 
 from __future__ import annotations
 
+import json
 import re
+import tomllib
+from pathlib import Path
 
 import numpy as np
 
@@ -170,5 +173,29 @@ def build_network(architecture: str | dict, input_size: int, n_classes: int, ini
                                seed=seed)
 
 
+def read_architecture(value: str) -> str | dict:
+    """An architecture string as given, or the architecture in a ``.toml`` / ``.json`` file.
+
+    A file may hold the graph spec itself, or a ``[model]`` table with either an
+    ``architecture`` string or ``nodes`` (the form ``mlplab train --config`` reads).
+    """
+    if not value.endswith((".toml", ".json")):
+        return value
+    path = Path(value)
+    try:
+        text = path.read_text()
+        spec = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except OSError as error:
+        raise ConfigError(f"{value}: cannot read the architecture file ({error.strerror})") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{value}: not valid {path.suffix[1:].upper()} ({error})") from None
+    spec = spec.get("model", spec)
+    if "nodes" in spec:
+        return spec
+    if isinstance(spec.get("architecture"), str):
+        return spec["architecture"]
+    raise ConfigError(f"{value}: found neither 'nodes' nor an 'architecture' string in it")
+
+
 __all__ = ["Dense", "build_network", "network_from_spec", "network_from_string",
-           "parse_architecture"]
+           "parse_architecture", "read_architecture"]
