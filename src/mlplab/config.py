@@ -23,7 +23,7 @@ A config file has one table per dataclass; every key is optional and unknown key
     # weight_decay
 
     [schedule]
-    name = "constant"            # constant | step | cosine | one-cycle | warmup
+    name = "cosine"              # constant | step | cosine | one-cycle | warmup
     # other keys are the schedule's options, e.g. warmup_epochs, every_epochs, gamma
 
     [regularization]
@@ -33,7 +33,7 @@ A config file has one table per dataclass; every key is optional and unknown key
     clip_norm = 0.0              # 0 means off
 
     [training]
-    epochs = 10
+    epochs = 15
     batch_size = 128
     batch_size_start = 0         # > 0 turns on the ramp: start, times growth each epoch, up to batch_size
     batch_size_growth = 2.0
@@ -96,7 +96,7 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"
+    name: str = "cosine"
     options: dict = field(default_factory=dict)
 
 
@@ -110,7 +110,7 @@ class RegularizationConfig:
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 128
     batch_size_start: int = 0
     batch_size_growth: float = 2.0

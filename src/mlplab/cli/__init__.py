@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mlplab import __version__
@@ -50,3 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mlplab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mlplab ... | head` closed the pipe: not an error worth a trace
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
