@@ -57,6 +57,7 @@ class Linear(Activation):
 
     type_name = "linear"
     caches_output = False
+    may_return_input = True
 
     def forward(self, x, training=False):
         return x

@@ -70,7 +70,7 @@ def parse_architecture(text: str) -> list[tuple[str, dict]]:
         return layers
     for item in text.split(","):
         parts = [part.strip() for part in item.strip().split(":")]
-        if parts[0].isdigit() or parts[0].lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]+", parts[0]):
             units = int(parts[0])
             if units < 1:
                 raise ConfigError(
@@ -189,7 +189,11 @@ def read_architecture(value: str) -> str | dict:
         raise ConfigError(f"{value}: cannot read the architecture file ({error.strerror})") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"{value}: not valid {path.suffix[1:].upper()} ({error})") from None
-    spec = spec.get("model", spec)
+    if isinstance(spec, dict):
+        spec = spec.get("model", spec)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{value}: expected a table/object with 'nodes' or 'architecture', "
+                          f"found a {type(spec).__name__}")
     if "nodes" in spec:
         return spec
     if isinstance(spec.get("architecture"), str):

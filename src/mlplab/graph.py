@@ -155,8 +155,9 @@ class Network:
     def _plan_memory(self) -> None:
         """Decide which activations may work in place and which layers skip the input gradient.
 
-        An activation may overwrite its input when that input has exactly one reader and its
-        producer does not read its own output in backward (Dense and normalizations don't).
+        An activation may overwrite its input when that input has exactly one reader, and its
+        producer made that array itself (not a pass-through of its own input) and does not read
+        it again in backward (Dense and normalizations don't).
         """
         for name in self.order:
             layer = self.nodes[name].layer
@@ -167,6 +168,7 @@ class Network:
                 and source != INPUT
                 and len(self.readers[source]) == 1
                 and not self.nodes[source].layer.caches_output
+                and not self.nodes[source].layer.may_return_input
             )
             layer.input_grad_needed = any(i != INPUT for i in inputs)
 

@@ -35,6 +35,9 @@ class Layer:
     # True when backward reads the layer's own output (sigmoid, ReLU...). A following activation
     # may overwrite its input in place only if the producer of that input does not need it.
     caches_output: ClassVar[bool] = False
+    # True when forward may return its input array itself (identity, dropout at inference): an
+    # activation after it must not write in place, or it would overwrite the producer's output.
+    may_return_input: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -132,6 +135,7 @@ class Dropout(Layer):
     """
 
     type_name = "dropout"
+    may_return_input = True
 
     def __init__(self, rate: float = 0.5):
         super().__init__()

@@ -94,6 +94,9 @@ def read_archive(path, kind: str) -> Archive:
     label = path.name
     if not path.is_file():
         raise DataError(f"{path}: no such file; give the path of a saved model or run folder")
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise DataError(f"{label}: not an .npz archive; give a model file written by mlplab")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
