@@ -183,8 +183,10 @@ class Adam(Optimizer):
         m <- b1 m + (1 - b1) g           v <- b2 v + (1 - b2) g^2
         p <- p - lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
 
-    The bias corrections are folded into two scalars per step, as PyTorch does, so each
-    element costs twelve passes over memory with one scratch array.
+    The bias corrections are folded into two scalars per step (as PyTorch does),
+    ``lr * m_hat / (sqrt(v_hat) + eps) = step_size * m / (sqrt(v) + eps_hat)`` with
+    ``step_size = lr * sqrt(bc2) / bc1`` and ``eps_hat = eps * sqrt(bc2)``, so each element
+    costs twelve passes over memory with one scratch array and no temporaries.
     """
 
     name = "adam"
@@ -200,9 +202,9 @@ class Adam(Optimizer):
         t = int(self.state["step"])
         bias_correction1 = 1.0 - self.beta1**t
         bias_correction2 = 1.0 - self.beta2**t
-        # m_hat / (sqrt(v_hat) + eps) == (m / bc1) / (sqrt(v) / sqrt(bc2) + eps)
-        self._step_size = self.learning_rate / bias_correction1
-        self._inv_sqrt_bc2 = 1.0 / math.sqrt(bias_correction2)  # a Python float keeps float32
+        # Python floats (not NumPy float64 scalars) keep the array arithmetic in float32.
+        self._step_size = self.learning_rate * math.sqrt(bias_correction2) / bias_correction1
+        self._eps_hat = self.eps * math.sqrt(bias_correction2)
 
     def _update(self, param, grad, m, v, scratch):
         np.subtract(grad, m, out=scratch)  # m <- m + (1 - b1)(g - m) = b1 m + (1 - b1) g
@@ -212,9 +214,8 @@ class Adam(Optimizer):
         scratch -= v
         scratch *= 1.0 - self.beta2
         v += scratch
-        np.sqrt(v, out=scratch)  # scratch <- sqrt(v_hat) + eps
-        scratch *= self._inv_sqrt_bc2
-        scratch += self.eps
+        np.sqrt(v, out=scratch)  # p <- p - step_size * m / (sqrt(v) + eps_hat)
+        scratch += self._eps_hat
         np.divide(m, scratch, out=scratch)
         scratch *= self._step_size
         param -= scratch
