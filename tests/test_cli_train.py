@@ -1,0 +1,312 @@
+"""``mlplab train``, ``eval`` and ``predict``: the run folder, protocols, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlplab.cli import main
+from mlplab.data import load_dataset
+from mlplab.model import Model
+
+MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
+RUN_FILES = ["model.npz", "config.toml", "checkpoint.npz", "history.csv", "history.json",
+             "curves.png", "evaluation.json", "evaluation.txt", "confusion.png",
+             "misclassified.png"]
+# --validation: the default holdout of 5000 images is larger than the 2000-image fixture.
+TRAIN = ["train", "--dataset", str(MNIST_SMALL), "--validation", "200", "--threads", "1"]
+PREDICTION = re.compile(r"^(?P<path>.+): (?P<label>\S+) \(p=(?P<p>[0-9.]+); top: (?P<top>.+)\)$")
+
+
+@pytest.fixture(autouse=True)
+def no_data_env(monkeypatch):
+    monkeypatch.delenv("MLPLAB_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One small run folder shared by the tests that only read it: (folder, stdout)."""
+    out = tmp_path_factory.mktemp("runs") / "D"
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
+        patch.delenv("MLPLAB_DATA", raising=False)
+        code = main([*TRAIN, "--arch", "32:relu", "--epochs", "2", "--lr", "0.005",
+                     "--batch-size", "32", "--quiet", "--out", str(out)])
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    dataset = load_dataset(MNIST_SMALL)
+    return dataset.test_images, dataset.test_labels
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
+    assert lines[0].startswith("mlplab: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != "MLPLAB_DATA"}
+
+
+# ------------------------------------------------------------------ the run folder
+def test_train_writes_every_file_of_the_run_folder(run):
+    out, _ = run
+    for name in RUN_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("curves.png", "confusion.png", "misclassified.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_train_output_says_where_the_run_was_saved(run):
+    out, stdout = run
+    assert f"Saved in {out}/" in stdout
+    assert "Summary" in stdout and "test, full set" in stdout
+
+
+def test_evaluation_json_has_accuracy_inside_its_wilson_interval_and_both_halves(run):
+    out, _ = run
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["wilson_low"] <= evaluation["accuracy"] <= evaluation["wilson_high"]
+    assert evaluation["total"] == 500 and evaluation["accuracy"] > 0.5
+    for half in ("first_half", "last_half"):
+        part = evaluation[half]
+        assert part["total"] == 250
+        assert part["wilson_low"] <= part["accuracy"] <= part["wilson_high"]
+    assert evaluation["first_half"]["correct"] + evaluation["last_half"]["correct"] == \
+        evaluation["correct"]
+    assert evaluation["epochs_run"] == 2 and evaluation["protocol"] == "holdout"
+    assert "accuracy" in (out / "evaluation.txt").read_text()
+
+
+def test_history_files_have_one_row_per_epoch(run):
+    out, _ = run
+    rows = (out / "history.csv").read_text().strip().split("\n")
+    assert rows[0].split(",")[:2] == ["epoch", "train_loss"] and len(rows) == 3
+    history = json.loads((out / "history.json").read_text())
+    assert history["columns"]["epoch"] == [1, 2] and history["columns"]["val_loss"][1] > 0
+
+
+def test_training_again_into_the_same_folder_is_refused_and_overwrites_nothing(run, capsys):
+    out, _ = run
+    model = out / "model.npz"
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+    code = main([*TRAIN, "--arch", "32:relu", "--epochs", "1", "--quiet", "--out", str(out)])
+    assert code == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert str(out) in line and "--resume" in line
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
+    code = main([*TRAIN, "--epochs", "1", "--quiet", "--resume", "--out", str(tmp_path / "new")])
+    assert code == 2
+    assert "checkpoint.npz" in one_line_error(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------ the book protocol
+def test_book_protocol_validates_on_the_first_test_half_and_reports_the_last(tmp_path, capsys):
+    out = tmp_path / "book"
+    code = main(["train", "--dataset", str(MNIST_SMALL), "--protocol", "book", "--arch", "32:relu",
+                 "--epochs", "1", "--batch-size", "64", "--threads", "1", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "2000 training, 250 validation (book protocol), 500 test images" in stdout
+    lines = {line.strip().split("  ")[0]: line for line in stdout.splitlines() if "test," in line}
+    assert set(lines) == {"test, full set", "test, first half", "test, last half"}
+    assert "(250/250)" not in stdout  # the halves are scored, not just counted
+    assert re.search(r"/250\)", lines["test, first half"])
+    assert re.search(r"/250\)\s+<- the book protocol's test figure", lines["test, last half"])
+    assert re.search(r"/500\)", lines["test, full set"])
+    assert "book" not in lines["test, full set"] and "book" not in lines["test, first half"]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    history = json.loads((out / "history.json").read_text())["columns"]
+    # Validation was the first half of the test set: the same images, the same final weights.
+    assert history["val_accuracy"][-1] == evaluation["first_half"]["accuracy"]
+    assert evaluation["protocol"] == "book"
+
+
+# ------------------------------------------------------------------ user errors
+@pytest.mark.parametrize("flags, named", [
+    (["--arch", "100:sigmod"], "sigmod"),
+    (["--arch", "0:relu"], "0:relu"),
+    (["--lr", "-1"], "learning_rate"),
+    (["--optimizer", "adagrad"], "adagrad"),
+    (["--schedule", "exponential"], "exponential"),
+    (["--protocol", "bookish"], "bookish"),
+])
+def test_user_errors_exit_2_with_one_line_naming_the_problem(tmp_path, capsys, flags, named):
+    code = main([*TRAIN, "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"), *flags])
+    assert code == 2
+    assert named in one_line_error(capsys.readouterr().err)
+
+
+def test_missing_config_file_exits_2_naming_it(tmp_path, capsys):
+    code = main([*TRAIN, "--config", str(tmp_path / "absent.toml"), "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "absent.toml" in one_line_error(capsys.readouterr().err)
+
+
+def test_invalid_config_file_exits_2_naming_it(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("[training]\nepochs = \"ten\"\n")
+    code = main([*TRAIN, "--config", str(config), "--out", str(tmp_path / "r")])
+    assert code == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "bad.toml" in line and "epochs" in line
+
+
+def test_user_error_in_a_real_process_prints_one_line_and_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlplab", *TRAIN, "--arch", "100:sigmod",
+                             "--quiet", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert result.returncode == 2
+    assert "sigmod" in one_line_error(result.stderr)
+    assert not (tmp_path / "run" / "model.npz").exists()
+
+
+def test_divergence_exits_3_with_one_line_and_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlplab", *TRAIN, "--arch", "32:relu",
+                             "--epochs", "2", "--lr", "1e9", "--optimizer", "sgd", "--schedule",
+                             "constant", "--quiet", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert "mlplab: error: training diverged at epoch 1" in result.stderr
+    line = one_line_error(result.stderr)
+    assert "learning rate" in line and "1e+09" in line
+
+
+# ------------------------------------------------------------------ eval
+def test_eval_json_prints_one_object_with_accuracy_and_both_halves(run, capsys):
+    out, _ = run
+    assert main(["eval", str(out), "--dataset", str(MNIST_SMALL), "--json"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert "\n" not in printed
+    metrics = json.loads(printed)
+    stored = json.loads((out / "evaluation.json").read_text())
+    assert metrics["accuracy"] == stored["accuracy"]
+    assert metrics["first_half"] == stored["first_half"]
+    assert metrics["last_half"] == stored["last_half"]
+
+
+def test_eval_accepts_the_model_file_itself(run, capsys):
+    out, _ = run
+    assert main(["eval", str(out / "model.npz"), "--dataset", str(MNIST_SMALL)]) == 0
+    printed = capsys.readouterr().out
+    stored = json.loads((out / "evaluation.json").read_text())
+    assert f"{100 * stored['accuracy']:.2f}%" in printed
+    assert "first half" in printed and "last half" in printed
+
+
+def test_eval_without_dataset_uses_the_dataset_the_model_was_trained_on(run, capsys):
+    out, _ = run
+    code = main(["eval", str(out / "model.npz"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    stored = json.loads((out / "evaluation.json").read_text())
+    assert json.loads(captured.out)["accuracy"] == stored["accuracy"]
+
+
+def test_eval_of_a_missing_model_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nothing.npz"), "--dataset", str(MNIST_SMALL)]) == 2
+    assert "nothing.npz" in one_line_error(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------ predict
+def parse_predictions(stdout: str) -> list[dict]:
+    """Each line of `mlplab predict`: path, label, p and the top three as (name, p)."""
+    rows = []
+    for line in stdout.strip().split("\n"):
+        match = PREDICTION.match(line)
+        assert match, line
+        top = [(name, float(p)) for name, p in
+               (item.rsplit(" ", 1) for item in match["top"].split(", "))]
+        rows.append({"path": match["path"], "label": match["label"], "p": float(match["p"]),
+                     "top": top})
+    return rows
+
+
+def save_png(pixels: np.ndarray, path: Path) -> str:
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_predict_prints_a_class_and_its_top_probabilities_per_image(run, test_set, tmp_path,
+                                                                    capsys):
+    out, _ = run
+    images, labels = test_set
+    model = Model.load(out / "model.npz")
+    probabilities = model.predict_proba(model.features(images))
+    # A test digit the model gets right with confidence; --no-crop keeps MNIST's own framing, so
+    # the PNG must give the network exactly the test array's pixels.
+    confident = np.flatnonzero((probabilities.argmax(axis=1) == labels)
+                               & (probabilities.max(axis=1) > 0.9))
+    assert confident.size > 0
+    index = int(confident[0])
+    light = save_png(images[index], tmp_path / "light.png")
+    dark = save_png(255 - np.asarray(images[index]), tmp_path / "dark.png")
+    assert main(["predict", str(out), light, dark, "--no-crop"]) == 0
+    rows = parse_predictions(capsys.readouterr().out)
+    assert [row["path"] for row in rows] == [light, dark]
+    for row in rows:
+        assert row["label"] == str(labels[index])
+        assert row["p"] == pytest.approx(probabilities[index].max(), abs=1e-3)
+        values = [p for _, p in row["top"]]
+        assert len(values) == 3 and row["top"][0] == (row["label"], row["p"])
+        assert values == sorted(values, reverse=True) and sum(values) <= 1.002
+
+
+def test_predict_reads_dark_on_light_the_same_as_light_on_dark(run, test_set, tmp_path, capsys):
+    out, _ = run
+    images, _ = test_set
+    light = save_png(images[3], tmp_path / "light.png")
+    dark = save_png(255 - np.asarray(images[3]), tmp_path / "dark.png")
+    assert main(["predict", str(out), light, dark]) == 0
+    first, second = parse_predictions(capsys.readouterr().out)
+    assert (first["label"], first["top"]) == (second["label"], second["top"])
+
+
+def test_predict_on_mnist_test_pngs_is_about_as_accurate_as_on_the_test_arrays(
+        run, test_set, tmp_path, capsys):
+    # The default (cropping) path re-frames a digit to look like MNIST's, so an MNIST digit saved
+    # as a PNG must be classified about as well as the array itself.
+    out, _ = run
+    images, labels = test_set
+    model = Model.load(out / "model.npz")
+    count = 100
+    direct = float(np.mean(model.predict(model.features(images[:count])) == labels[:count]))
+    paths = [save_png(images[i], tmp_path / f"{i}.png") for i in range(count)]
+    assert main(["predict", str(out), *paths]) == 0
+    rows = parse_predictions(capsys.readouterr().out)
+    from_png = float(np.mean([row["label"] == str(label) for row, label in zip(rows, labels)]))
+    assert from_png >= direct - 0.10, f"{from_png:.2f} from PNGs, {direct:.2f} from the arrays"
+
+
+def test_predict_of_an_unreadable_image_exits_2_naming_it(run, tmp_path, capsys):
+    out, _ = run
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not a PNG")
+    assert main(["predict", str(out), str(broken)]) == 2
+    assert "broken.png" in one_line_error(capsys.readouterr().err)
+
+
+def test_predict_of_a_missing_image_exits_2_naming_it(run, tmp_path, capsys):
+    out, _ = run
+    assert main(["predict", str(out), str(tmp_path / "absent.png")]) == 2
+    assert "absent.png" in one_line_error(capsys.readouterr().err)

@@ -1,0 +1,201 @@
+"""Resuming from a checkpoint ends bit-identical to an uninterrupted run, even after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlplab.data import load_dataset
+from mlplab.errors import ConfigError
+from mlplab.model import Model
+from mlplab.optimizers import make_optimizer
+from mlplab.saving import CHECKPOINT_FORMAT, read_archive
+from mlplab.train import EarlyStopping, read_history_csv
+
+MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
+CLASSES = [str(i) for i in range(10)]
+ARCHITECTURE = "48:relu:dropout(0.3),24:tanh:dropout(0.1)"  # dropout: the RNG state matters
+
+
+@pytest.fixture(scope="module")
+def data():
+    """600 training and 200 validation images of the fixture, as float features."""
+    dataset = load_dataset(MNIST_SMALL)
+    x = dataset.train_images.reshape(len(dataset.train_labels), -1).astype(np.float32) / 255
+    y = dataset.train_labels
+    return x[:600], y[:600], x[1800:], y[1800:]
+
+
+class Crash(Exception):
+    """Stands for the process dying between two epochs."""
+
+
+class CrashAt:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, record):
+        if epoch == self.epoch:
+            raise Crash(epoch)  # raised before this epoch's checkpoint is written
+
+
+def run(data, epochs, checkpoint=None, resume=False, callbacks=(), validation=None,
+        patience=5, architecture=ARCHITECTURE, optimizer="adam"):
+    """Build a fresh model (as a new process would) and train it; returns (model, history)."""
+    x, y, x_val, y_val = data
+    model = Model.build(architecture, 784, CLASSES, seed=3)
+    history = model.fit(x, y, optimizer=make_optimizer(optimizer, 2e-3), epochs=epochs,
+                        batch_size=40, validation_data=validation or (x_val, y_val),
+                        early_stopping=EarlyStopping(patience=patience), seed=11, threads=1,
+                        checkpoint_path=checkpoint, resume=resume, progress=False,
+                        callbacks=callbacks)
+    return model, history
+
+
+def assert_same_weights(a, b):
+    params_a, params_b = a.network.params, b.network.params
+    assert params_a.keys() == params_b.keys()
+    for name in params_a:
+        assert np.array_equal(params_a[name], params_b[name]), f"{name} differs"
+
+
+def assert_same_history(a, b):
+    for column in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                   "learning_rate", "batch_size"):
+        assert a[column] == b[column], column
+    assert (a.best_epoch, a.stopped_early) == (b.best_epoch, b.stopped_early)
+
+
+# ------------------------------------------------------------------ in-process
+def test_resume_after_a_crash_is_bit_identical_to_an_uninterrupted_run(data, tmp_path):
+    reference, reference_history = run(data, 3, tmp_path / "reference.npz")
+    checkpoint = tmp_path / "interrupted.npz"
+    with pytest.raises(Crash):
+        run(data, 3, checkpoint, callbacks=[CrashAt(2)])
+    assert read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["epoch"] == 1
+    resumed, resumed_history = run(data, 3, checkpoint, resume=True)
+    assert_same_weights(resumed, reference)
+    assert_same_history(resumed_history, reference_history)
+    # The optimizer state (Adam's moments and step) is carried over too.
+    final = read_archive(checkpoint, CHECKPOINT_FORMAT)
+    expected = read_archive(tmp_path / "reference.npz", CHECKPOINT_FORMAT)
+    assert final.group("optimizer").keys() == expected.group("optimizer").keys()
+    for name, array in expected.group("optimizer").items():
+        assert np.array_equal(final.group("optimizer")[name], array), name
+
+
+def test_resume_a_one_epoch_run_with_more_epochs_is_bit_identical_to_training_them_at_once(
+        data, tmp_path):
+    reference, reference_history = run(data, 3, tmp_path / "reference.npz")
+    checkpoint = tmp_path / "short.npz"
+    run(data, 1, checkpoint)
+    resumed, resumed_history = run(data, 3, checkpoint, resume=True)
+    assert len(resumed_history) == 3
+    assert_same_weights(resumed, reference)
+    assert_same_history(resumed_history, reference_history)
+
+
+def test_resume_restores_the_early_stopping_record(data, tmp_path):
+    x, y, _, _ = data
+    wrong = (x, (y + 1) % 10)  # validation loss rises every epoch: epoch 1 stays the best
+    reference, reference_history = run(data, 8, validation=wrong, patience=3)
+    assert reference_history.stopped_early and len(reference_history) == 4
+    assert reference_history.best_epoch == 1
+    checkpoint = tmp_path / "checkpoint.npz"
+    with pytest.raises(Crash):
+        run(data, 8, checkpoint, validation=wrong, patience=3, callbacks=[CrashAt(3)])
+    # The checkpoint of epoch 2 holds one epoch without improvement and the best weights.
+    resumed, resumed_history = run(data, 8, checkpoint, resume=True, validation=wrong, patience=3)
+    assert_same_history(resumed_history, reference_history)
+    assert_same_weights(resumed, reference)
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_further(data, tmp_path):
+    x, y, _, _ = data
+    wrong = (x, (y + 1) % 10)
+    checkpoint = tmp_path / "checkpoint.npz"
+    stopped, history = run(data, 8, checkpoint, validation=wrong, patience=1)
+    assert history.stopped_early and len(history) == 2
+    again, again_history = run(data, 8, checkpoint, resume=True, validation=wrong, patience=1)
+    assert len(again_history) == 2 and again_history.stopped_early
+    assert_same_weights(again, stopped)
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(data, tmp_path):
+    checkpoint = tmp_path / "checkpoint.npz"
+    run(data, 1, checkpoint, architecture="16:relu")
+    with pytest.raises(ConfigError, match="architecture"):
+        run(data, 2, checkpoint, resume=True, architecture="32:relu")
+
+
+def test_resume_refuses_a_checkpoint_of_another_optimizer(data, tmp_path):
+    checkpoint = tmp_path / "checkpoint.npz"
+    run(data, 1, checkpoint, architecture="16:relu", optimizer="adam")
+    with pytest.raises(ConfigError, match="adam"):
+        run(data, 2, checkpoint, resume=True, architecture="16:relu", optimizer="rmsprop")
+
+
+# ------------------------------------------------------------------ SIGKILL
+def _command(out: Path) -> list[str]:
+    # Batch size 2 makes an epoch take a good fraction of a second, so that right after a
+    # checkpoint appears the process is in the middle of the next epoch.
+    return [sys.executable, "-m", "mlplab", "train", "--dataset", str(MNIST_SMALL),
+            "--arch", "64:relu:dropout(0.2)", "--epochs", "3", "--batch-size", "2",
+            "--validation", "200", "--early-stopping", "5", "--threads", "1", "--quiet",
+            "--out", str(out)]
+
+
+def _environment() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != "MLPLAB_DATA"}
+
+
+def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
+    env = _environment()
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference = subprocess.Popen(_command(reference_dir), env=env, cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(_command(killed_dir), env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = killed_dir / "checkpoint.npz"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state = read_archive(checkpoint, CHECKPOINT_FORMAT).metadata
+    assert state["epoch"] < 3 and not state["finished"]
+    assert not (killed_dir / "model.npz").exists()
+
+    resumed = subprocess.run(_command(killed_dir) + ["--resume"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err
+
+    with np.load(killed_dir / "model.npz", allow_pickle=False) as got, \
+            np.load(reference_dir / "model.npz", allow_pickle=False) as expected:
+        assert sorted(got.files) == sorted(expected.files)
+        numeric = [name for name in expected.files if not name.startswith("__")]
+        assert numeric, "the model file holds no arrays"
+        for name in expected.files:
+            assert np.array_equal(got[name], expected[name]), f"{name} differs"
+    got_history = read_history_csv(killed_dir / "history.csv")
+    expected_history = read_history_csv(reference_dir / "history.csv")
+    assert got_history["val_loss"] == expected_history["val_loss"]
+    assert got_history["epoch"] == [1.0, 2.0, 3.0]
+    assert json.loads((killed_dir / "evaluation.json").read_text())["accuracy"] == \
+        json.loads((reference_dir / "evaluation.json").read_text())["accuracy"]
+
+    assert list(killed_dir.glob(".*.tmp")) == [] and list(killed_dir.glob("*.tmp")) == []
+    with np.load(checkpoint, allow_pickle=False) as archive:
+        assert str(archive["__format__"]) == CHECKPOINT_FORMAT
+        assert all(archive[name].dtype != object for name in archive.files)
