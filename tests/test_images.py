@@ -51,12 +51,14 @@ def test_grey_paper_becomes_a_black_background(tmp_path):
     assert border < 0.01 and vector.max() > 0.9
 
 
-def test_digit_is_cropped_and_centred_with_an_mnist_margin(tmp_path):
+def test_digit_is_cropped_to_mnist_size_and_centred_by_its_centre_of_mass(tmp_path):
     image = load_image(draw_digit(tmp_path / "digit.png", size=(400, 400))).reshape(28, 28)
     rows, columns = np.nonzero(image > 0.25)
     assert rows.max() - rows.min() + 1 in range(18, 23)  # the tall side fills about 20 of 28 pixels
-    assert abs((rows.min() + rows.max()) / 2 - 13.5) <= 1.5
-    assert abs((columns.min() + columns.max()) / 2 - 13.5) <= 1.5
+    grid_rows, grid_columns = np.indices(image.shape)
+    # MNIST centres digits by centre of mass; whole-pixel shifts leave at most half a pixel.
+    assert abs((grid_rows * image).sum() / image.sum() - 13.5) <= 0.5
+    assert abs((grid_columns * image).sum() / image.sum() - 13.5) <= 0.5
 
 
 def test_without_crop_the_whole_image_keeps_its_aspect_ratio(tmp_path):

@@ -48,8 +48,11 @@ class Activation(Layer):
     caches_output = True
 
     def _target(self, x):
-        """Where to write the output: over the input when allowed, else a new array."""
-        return x if self.inplace else np.empty_like(x)
+        """Where to write the output: over the input when allowed, else the layer's own array."""
+        return x if self.inplace else self.work_array("out", x.shape, x.dtype)
+
+    def _grad_target(self, grad_out):
+        return self.work_array("grad_in", grad_out.shape, grad_out.dtype)
 
 
 class Linear(Activation):
@@ -97,7 +100,8 @@ class ReLU(Activation):
         return self.y
 
     def backward(self, grad_out):
-        return grad_out * (self.y > 0.0)  # dy/dx = 1 if x > 0 else 0
+        # dy/dx = 1 if x > 0 else 0
+        return np.multiply(grad_out, self.y > 0.0, out=self._grad_target(grad_out))
 
 
 class LeakyReLU(Activation):
@@ -142,7 +146,8 @@ class ShiftedReLU(Activation):
         return self.y
 
     def backward(self, grad_out):
-        return grad_out * (self.y > self.floor)  # dy/dx = 1 if x > floor else 0
+        # dy/dx = 1 if x > floor else 0
+        return np.multiply(grad_out, self.y > self.floor, out=self._grad_target(grad_out))
 
     def config(self):
         return {"floor": self.floor}

@@ -64,11 +64,17 @@ class DataConfig:
     dataset: str = "mnist"
     data_dir: str = ""
     protocol: str = "holdout"
-    validation: float = 5000
+    validation: float = 5000.0
     standardize: str = "none"
     crop_border: int = 0
     pixel_subset: int = 0
     pixel_subset_seed: int = 0
+
+    def resolve_dataset_path(self) -> None:
+        """Make a dataset given as a folder absolute, so the saved config finds it from anywhere
+        (``mlplab eval`` reads it)."""
+        if Path(self.dataset).is_dir():
+            self.dataset = str(Path(self.dataset).resolve())
 
 
 @dataclass
@@ -156,7 +162,12 @@ class RunConfig:
         return cls.from_dict(value, str(path))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain values, with optimizer and schedule options flattened into their tables, the
+        same form a config file uses."""
+        value = dataclasses.asdict(self)
+        for table in ("optimizer", "schedule"):
+            value[table].update(value[table].pop("options"))
+        return value
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -170,8 +181,11 @@ def _update(target, table: dict, where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(target)}
     for key, value in table.items():
         if key not in fields or key == "options":
-            if type(target) in _OPTION_TABLES:
-                target.options[key] = value  # checked when the optimizer/schedule is made
+            if type(target) in _OPTION_TABLES:  # checked when the optimizer/schedule is made
+                if key == "options" and isinstance(value, dict):
+                    target.options.update(value)
+                else:
+                    target.options[key] = value
                 continue
             raise ConfigError(f"{where}: unknown key {key!r}; known: {', '.join(fields)}")
         default = getattr(target, key)

@@ -210,7 +210,9 @@ class Network:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """The logits for a batch ``x`` of shape ``(N, input_size)``.
 
-        The returned array may be reused by the next call: copy it to keep it.
+        Layers write their outputs into arrays they keep from batch to batch (see
+        :meth:`~mlplab.layers.Layer.work_array`), so the returned array is overwritten by the
+        next call with the same batch size: copy it to keep it. :meth:`predict_logits` does.
         """
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ConfigError(

@@ -101,7 +101,32 @@ def load_image(path, size: tuple[int, int] = (28, 28), *, crop: bool = True) -> 
     square = Image.fromarray(_pad_to_square(pixels, side))  # float32 -> mode "F"
     # Pillow's bilinear resize filters over the whole footprint when shrinking, so it anti-aliases.
     resized = square.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0).ravel()
+    result = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    if crop:
+        result = _centre_of_mass_to_middle(result)
+    return result.ravel()
+
+
+def _centre_of_mass_to_middle(pixels: np.ndarray) -> np.ndarray:
+    """Shift the image by whole pixels so that its centre of ink is in the middle.
+
+    MNIST centred each digit by its centre of mass, not its bounding box; a model trained on it
+    loses a third of its accuracy on digits centred the other way.
+    """
+    total = pixels.sum()
+    if total == 0:
+        return pixels
+    rows, columns = np.indices(pixels.shape)
+    shift_rows = int(round((pixels.shape[0] - 1) / 2 - (rows * pixels).sum() / total))
+    shift_columns = int(round((pixels.shape[1] - 1) / 2 - (columns * pixels).sum() / total))
+    shifted = np.zeros_like(pixels)
+    height, width = pixels.shape
+    source_rows = slice(max(0, -shift_rows), min(height, height - shift_rows))
+    source_columns = slice(max(0, -shift_columns), min(width, width - shift_columns))
+    target_rows = slice(max(0, shift_rows), min(height, height + shift_rows))
+    target_columns = slice(max(0, shift_columns), min(width, width + shift_columns))
+    shifted[target_rows, target_columns] = pixels[source_rows, source_columns]
+    return shifted
 
 
 def load_images(paths, size: tuple[int, int] = (28, 28), *, crop: bool = True) -> np.ndarray:

@@ -86,6 +86,7 @@ def _validation_size(value):
 def prepare_run(config: RunConfig, progress: bool = True) -> PreparedRun:
     """Load and split the data, fit the preprocessing and build the (untrained) model."""
     data_config = config.data
+    data_config.resolve_dataset_path()
     dataset = load_dataset(data_config.dataset, data_config.data_dir or None, progress=progress)
     split = evaluation_split(data_config.protocol, dataset.train_labels,
                              len(dataset.test_labels), _validation_size(data_config.validation),
@@ -117,6 +118,8 @@ def prepare_run(config: RunConfig, progress: bool = True) -> PreparedRun:
 def training_options(config: RunConfig) -> dict:
     """The keyword arguments of :func:`mlplab.train.fit` that a config prescribes."""
     t, r = config.training, config.regularization
+    if not isinstance(t.epochs, int) or t.epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {t.epochs!r}")
     optimizer = make_optimizer(config.optimizer.name, config.optimizer.learning_rate,
                                **config.optimizer.options)
     if t.batch_size_start:

@@ -186,10 +186,12 @@ def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
         start_epoch, step = state["epoch"], state["step"]
         best_value, wait = state["best_value"], state["wait"]
         best_arrays = state["best_arrays"]
-        if state["finished"]:
-            return history
+        steps_done = max_steps is not None and step >= max_steps
+        if history.stopped_early or start_epoch >= epochs or steps_done:
+            return _finish(network, history, best_arrays)
 
-    with _thread_limit(threads):
+    # Overflow on the way to a NaN is reported once, by the divergence guard, not as warnings.
+    with _thread_limit(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         stop = False
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
@@ -258,14 +260,18 @@ def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
                         history.stopped_early = stop = True
             for callback in callbacks:
                 stop = bool(callback.on_epoch_end(epoch + 1, record)) or stop
-            finished = stop or epoch + 1 == epochs
-            if finished and best_arrays is not None:
-                _restore(network, best_arrays)  # end with the best weights, always
-            if checkpoint_path is not None:
+            if checkpoint_path is not None:  # the last weights, so that more epochs can follow
                 _save_checkpoint(checkpoint_path, network, optimizer, history, epoch + 1, step,
-                                 best_value, wait, best_arrays, finished)
+                                 best_value, wait, best_arrays, stop or epoch + 1 == epochs)
             if stop:
                 break
+    return _finish(network, history, best_arrays)
+
+
+def _finish(network, history, best_arrays) -> History:
+    """End with the best weights when early stopping kept some (always: Keras forgets to)."""
+    if best_arrays is not None:
+        _restore(network, best_arrays)
     if history.best_epoch is None:
         history.best_epoch = len(history)
     return history
@@ -309,7 +315,8 @@ def _save_checkpoint(path, network, optimizer, history, epoch, step, best_value,
     if best_arrays is not None:
         arrays.update({f"best/{name}": a for name, a in best_arrays.items()})
     metadata = {
-        "epoch": epoch, "step": step, "finished": finished,
+        "epoch": epoch, "step": step,
+        "finished": finished,  # for people reading the file; resuming decides from the rest
         "history": history.to_dict(), "best_value": best_value, "wait": wait,
         "rng_states": network.rng_states(),
         "optimizer": {"name": optimizer.name, **optimizer.config()},
@@ -333,4 +340,4 @@ def _load_checkpoint(path, network, optimizer) -> dict:
     meta = archive.metadata
     return {"epoch": meta["epoch"], "step": meta["step"], "history": meta["history"],
             "best_value": meta["best_value"], "wait": meta["wait"],
-            "best_arrays": best or None, "finished": meta["finished"]}
+            "best_arrays": best or None}

@@ -124,9 +124,15 @@ def _number(text: str) -> float:
     return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
+# What may change when a run is resumed: everything else must stay as the checkpoint was made.
+RESUME_FLAGS = {"--epochs", "--max-steps", "--threads", "--data-dir"}
+
+
 def resolve_config(args) -> RunConfig:
     """Defaults, then the --config file (or the resumed run's config), then flags."""
+    saved = None
     if args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
+        saved = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
         config = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
     elif args.config:
         config = RunConfig.from_toml(args.config)
@@ -144,8 +150,26 @@ def resolve_config(args) -> RunConfig:
     if args.arch is not None:
         config.model.nodes = []  # a flag architecture replaces a graph from the file
     if args.dropout is not None:
+        if config.model.nodes:
+            raise ConfigError("--dropout rewrites architecture strings; in a graph config add "
+                              "dropout nodes instead")
         config.model.architecture = with_dropout(config.model.architecture, args.dropout)
+    config.data.resolve_dataset_path()
+    if saved is not None:
+        _check_resume_changes(saved, config)
     return config
+
+
+def _check_resume_changes(saved: RunConfig, config: RunConfig) -> None:
+    """A resumed run may train longer or on other threads, but not change what it trains."""
+    allowed = {(FLAGS[flag][0], FLAGS[flag][1]) for flag in RESUME_FLAGS}
+    before, after = saved.to_dict(), config.to_dict()
+    changed = [f"{table}.{key}" for table in after for key in after[table]
+               if (table, key) not in allowed and after[table][key] != before[table].get(key)]
+    if changed:
+        raise ConfigError(f"--resume continues the run's saved config.toml, but these settings "
+                          f"differ from it: {', '.join(changed)}; only "
+                          f"{', '.join(sorted(RESUME_FLAGS))} may change")
 
 
 def with_dropout(architecture: str, rate: float) -> str:
@@ -165,17 +189,18 @@ def _run_folder(args) -> Path:
     elif (out / CHECKPOINT_FILE).exists() or (out / MODEL_FILE).exists():
         raise ConfigError(f"{out} already holds a run; add --resume to continue it or choose "
                           "another --out (nothing was overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def run_train(args) -> int:
     from mlplab import report
-    from mlplab.runs import prepare_run, train_run
+    from mlplab.runs import prepare_run, train_run, training_options
 
-    config = resolve_config(args)
     out = _run_folder(args)
+    config = resolve_config(args)
     prepared = prepare_run(config, progress=not args.quiet)
+    training_options(config)  # every setting is checked before the run folder is made
+    out.mkdir(parents=True, exist_ok=True)
     if not args.quiet:
         print(prepared.describe())
     result = train_run(prepared, out, resume=args.resume, progress=not args.quiet)
@@ -199,8 +224,11 @@ def run_eval(args) -> int:
 
     path = _model_path(args.model)
     model = Model.load(path)
-    dataset_name = args.dataset or load_model(path)[1].get("dataset", "mnist")
-    data = load_dataset(dataset_name, args.data_dir or None, progress=False)
+    metadata = load_model(path)[1]
+    data_config = metadata.get("config", {}).get("data", {})
+    dataset_name = args.dataset or data_config.get("dataset") or metadata.get("dataset", "mnist")
+    data_dir = args.data_dir or (None if args.dataset else data_config.get("data_dir")) or None
+    data = load_dataset(dataset_name, data_dir, progress=False)
     if model.preprocessing is None:
         raise DataError(f"{path}: holds no preprocessing; it was not saved by `mlplab train`")
     metrics = model.evaluate(model.features(data.test_images), data.test_labels)
