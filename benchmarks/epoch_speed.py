@@ -10,6 +10,8 @@ machine noise, the median of several repeats of
   what an epoch would cost if nothing but its float32 GEMMs took time. Its FLOP count is printed,
   and so is the bound implied by the machine's peak GEMM rate on large square matrices.
 
+It also times 784-1000-10 with plain SGD, to separate the batch loop's own cost from Adam's.
+
 Run (PyTorch is installed for the benchmark only; ``torch==2.13.0`` is a local CPU build here)::
 
     pip install torch==2.13.0
@@ -29,9 +31,16 @@ import sys
 import time
 from pathlib import Path
 
+import mlplab  # noqa: F401  (first, as the CLI does: it sets OpenBLAS's spin before NumPy loads)
 import numpy as np
 
-NETWORKS = {"784-1000(relu)-10": "1000:relu", "784-950(relu)-50(sigmoid)-10": "950:relu,50:sigmoid"}
+# (label, architecture, optimizer): the two networks of the targets, with Adam, and the first
+# again with plain SGD, whose one-pass update shows what the batch loop costs without Adam's.
+CASES = [
+    ("784-1000(relu)-10, Adam", "1000:relu", "adam"),
+    ("784-950(relu)-50(sigmoid)-10, Adam", "950:relu,50:sigmoid", "adam"),
+    ("784-1000(relu)-10, SGD", "1000:relu", "sgd"),
+]
 BATCH = 128
 
 
@@ -43,20 +52,21 @@ def load_mnist():
     return features, data.train_labels
 
 
-def mlplab_epoch(architecture, x, y, threads):
+def mlplab_epoch(architecture, optimizer, x, y, threads):
     from mlplab.architecture import build_network
     from mlplab.losses import SoftmaxCrossEntropy
-    from mlplab.optimizers import Adam
+    from mlplab.optimizers import make_optimizer
     from mlplab.train import fit
 
     network = build_network(architecture, 784, 10, seed=0)
     started = time.perf_counter()
-    fit(network, SoftmaxCrossEntropy(), x, y, optimizer=Adam(1e-3), epochs=1, batch_size=BATCH,
-        threads=threads, progress=False)
+    fit(network, SoftmaxCrossEntropy(), x, y, epochs=1, batch_size=BATCH, threads=threads,
+        optimizer=make_optimizer(optimizer, 1e-3 if optimizer == "adam" else 0.1),
+        progress=False)
     return time.perf_counter() - started
 
 
-def torch_epoch(architecture, x, y, threads):
+def torch_epoch(architecture, optimizer_name, x, y, threads):
     import torch
 
     torch.set_num_threads(threads)
@@ -68,7 +78,8 @@ def torch_epoch(architecture, x, y, threads):
                    torch.nn.ReLU() if activation == "relu" else torch.nn.Sigmoid()]
         width = int(units)
     net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = (torch.optim.Adam(net.parameters(), lr=1e-3) if optimizer_name == "adam"
+                 else torch.optim.SGD(net.parameters(), lr=0.1))
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     started = time.perf_counter()
@@ -147,14 +158,14 @@ def main():
     x, y = load_mnist()
     peak = peak_gflops(args.threads)
     rows = []
-    for label, architecture in NETWORKS.items():
-        mlplab_epoch(architecture, x[:5000], y[:5000], args.threads)  # warm up
+    for label, architecture, optimizer in CASES:
+        mlplab_epoch(architecture, optimizer, x[:5000], y[:5000], args.threads)  # warm up
         times = {"mlplab": [], "torch": [], "gemm": []}
         for _ in range(args.repeats):
             times["gemm"].append(gemm_epoch(architecture, args.threads))
-            times["mlplab"].append(mlplab_epoch(architecture, x, y, args.threads))
+            times["mlplab"].append(mlplab_epoch(architecture, optimizer, x, y, args.threads))
             if not args.no_torch:
-                times["torch"].append(torch_epoch(architecture, x, y, args.threads))
+                times["torch"].append(torch_epoch(architecture, optimizer, x, y, args.threads))
         median = {k: float(np.median(v)) if v else float("nan") for k, v in times.items()}
         flops = epoch_flops(architecture)
         rows.append((label, median, flops, flops / peak / 1e9, times))
@@ -166,7 +177,7 @@ def main():
         f"threads={args.threads}; NumPy {np.__version__}"
         + ("" if args.no_torch else f", PyTorch {__import__('torch').__version__}")
         + f"; peak float32 GEMM {peak:.0f} GFLOP/s (2048x2048). Median of {args.repeats} "
-        f"interleaved repeats, one epoch of 60,000 images, Adam, batch {BATCH}.",
+        f"interleaved repeats, one epoch of 60,000 images, batch {BATCH}.",
         "",
         "| network | GFLOP/epoch | mlplab s | PyTorch s | GEMMs alone s | peak-rate bound s "
         "| mlplab / PyTorch | mlplab / GEMMs alone | mlplab / peak-rate bound |",

@@ -69,8 +69,10 @@ class Optimizer:
                 continue
             global _pool
             if _pool is None:
-                _pool = ThreadPoolExecutor(_n_threads, thread_name_prefix="mlplab-update")
-            jobs = [_pool.submit(self._update, *views) for views in _chunks(param, grad, *slots)]
+                _pool = ThreadPoolExecutor(_n_threads - 1, thread_name_prefix="mlplab-update")
+            first, *rest = _chunks(param, grad, *slots)
+            jobs = [_pool.submit(self._update, *views) for views in rest]
+            self._update(*first)  # this thread takes a share instead of waiting idle
             for job in jobs:
                 job.result()
 
