@@ -461,7 +461,7 @@ def locate(
     cache = cache_dir(name)
     if len(find_files(cache)) == 4:
         return read_files(find_files(cache), "cache", name), notes
-    notes.append(f"cache {cache}: {'incomplete' if cache.is_dir() else 'empty'}")
+    notes.append(f"cache {cache}: {'incomplete' if find_files(cache) else 'empty'}")
 
     for system in SYSTEM_DIRS.get(name, []):
         if len(find_files(Path(system))) != 4:
