@@ -149,6 +149,15 @@ def test_book_protocol_validates_on_the_first_test_half_and_reports_the_last(tmp
     (["--optimizer", "adagrad"], "adagrad"),
     (["--schedule", "exponential"], "exponential"),
     (["--protocol", "bookish"], "bookish"),
+    (["--output-activation", "sigmoid"], "output_activation"),
+    (["--loss", "mse", "--output-activation", "tanh"], "tanh"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "momentum"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--epochs", "0"], "epochs"),
+    (["--init", "orthogonal"], "orthogonal"),
+    (["--crop-border", "14"], "crop_border"),
+    (["--monitor", "acc", "--early-stopping", "2"], "acc"),
+    (["--dtype", "float16"], "float16"),
 ])
 def test_user_errors_exit_2_with_one_line_naming_the_problem(tmp_path, capsys, flags, named):
     code = main([*TRAIN, "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"), *flags])

@@ -96,4 +96,7 @@ def make_loss(name: str, **options):
         cls = LOSSES[name]
     except KeyError:
         raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
+    if cls is SoftmaxCrossEntropy and options:
+        raise ConfigError(f"cross-entropy takes no options (got {', '.join(options)}): its output "
+                          "activation is always the fused softmax; output_activation is for mse")
     return cls(**options)

@@ -118,8 +118,9 @@ def prepare_run(config: RunConfig, progress: bool = True) -> PreparedRun:
 def training_options(config: RunConfig) -> dict:
     """The keyword arguments of :func:`mlplab.train.fit` that a config prescribes."""
     t, r = config.training, config.regularization
-    if not isinstance(t.epochs, int) or t.epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {t.epochs!r}")
+    for name in ("epochs", "batch_size"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(t, name)!r}")
     optimizer = make_optimizer(config.optimizer.name, config.optimizer.learning_rate,
                                **config.optimizer.options)
     if t.batch_size_start:

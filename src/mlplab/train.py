@@ -32,7 +32,7 @@ from mlplab.errors import ConfigError, DivergenceError
 from mlplab.regularizers import Regularization
 from mlplab.saving import (CHECKPOINT_FORMAT, network_arrays, read_archive, write_archive,
                            write_text)
-from mlplab.schedules import BatchSizeRamp, Constant, fixed_batch_size
+from mlplab.schedules import BatchSizeRamp, Constant, fixed_batch_size, steps_per_epoch
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "learning_rate", "batch_size", "seconds"]
@@ -197,7 +197,7 @@ def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
             started = time.perf_counter()
             size = ramp.batch_size(epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(y))
-            n_steps = math.ceil(len(y) / size)
+            n_steps = steps_per_epoch(len(y), size)
             loss_sum, correct, seen = 0.0, 0, 0
             bar = tqdm(total=len(y), desc=f"epoch {epoch + 1}/{epochs}", unit="ex",
                        unit_scale=True, leave=True, disable=not progress, dynamic_ncols=True)
