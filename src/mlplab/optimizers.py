@@ -34,16 +34,23 @@ def set_threads(n: int) -> None:
     global _pool, _n_threads
     if n < 1:
         raise ConfigError(f"the number of threads must be at least 1, got {n}")
+    if n == _n_threads:
+        return
     _n_threads = n
     if _pool is not None:
         _pool.shutdown()
         _pool = None
 
 
+def get_threads() -> int:
+    return _n_threads
+
+
 def _chunks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     """Split same-shaped contiguous arrays into matching flat views, one group per thread."""
     flat = [a.reshape(-1) for a in arrays]
-    bounds = np.linspace(0, flat[0].size, _n_threads + 1).astype(int)
+    size = flat[0].size
+    bounds = [size * i // _n_threads for i in range(_n_threads + 1)]
     return [tuple(f[lo:hi] for f in flat) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 

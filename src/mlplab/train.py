@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,24 +288,21 @@ def _diverged(epoch, batch_index, what, learning_rate, checkpoint_path):
         f"or activation; {kept}")
 
 
-class _thread_limit:
-    """Limit BLAS and element-wise threads for the duration of training."""
+@contextmanager
+def _thread_limit(threads: int | None):
+    """Use ``threads`` BLAS and element-wise threads for the duration of training."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
 
-    def __init__(self, threads):
-        self.threads = threads
-
-    def __enter__(self):
-        if self.threads is None:
-            return self
-        from threadpoolctl import threadpool_limits
-
-        optimizers_module.set_threads(self.threads)
-        self.limits = threadpool_limits(limits=self.threads)
-        return self
-
-    def __exit__(self, *exc):
-        if self.threads is not None:
-            self.limits.restore_original_limits()
+    before = optimizers_module.get_threads()
+    optimizers_module.set_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        optimizers_module.set_threads(before)
 
 
 # ------------------------------------------------------------------------- checkpoints
