@@ -36,3 +36,15 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(sources.SYSTEM_DIRS):
         monkeypatch.setitem(sources.SYSTEM_DIRS, name, [])
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def fixture_is_mnist(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the known mnist checksums those of the fixture, as if the fixture were official."""
+    from mlplab.data import read_idx, sources
+
+    table = {}
+    for stem in sources.FILE_STEMS:
+        idx = read_idx(fixtures_dir / "mnist-small" / f"{stem}.gz")
+        table[stem] = (idx.payload_bytes, idx.sha256)
+    monkeypatch.setitem(sources.CHECKSUMS, "mnist", table)

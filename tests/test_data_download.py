@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplab.data import fetch_dataset, load_dataset, read_idx
+from mlplab.data import fetch_dataset, load_dataset
 from mlplab.data import sources
 from mlplab.errors import DataError
 
@@ -55,15 +55,6 @@ def closed_port_url() -> str:
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
 
-
-@pytest.fixture
-def fixture_is_mnist(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the known mnist checksums those of the fixture, as if the fixture were official."""
-    table = {}
-    for stem in sources.FILE_STEMS:
-        idx = read_idx(fixtures_dir / "mnist-small" / f"{stem}.gz")
-        table[stem] = (idx.payload_bytes, idx.sha256)
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", table)
 
 
 @pytest.fixture

@@ -34,15 +34,6 @@ def mnist_copy(fixtures_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(fixtures_dir / "mnist-small", tmp_path / "mnist-copy"))
 
 
-@pytest.fixture
-def fixture_is_mnist(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the known mnist checksums those of the fixture, so the fixture passes as 'mnist'."""
-    table = {}
-    for stem in sources.FILE_STEMS:
-        idx = read_idx(fixtures_dir / "mnist-small" / f"{stem}.gz")
-        table[stem] = (idx.payload_bytes, idx.sha256)
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", table)
-
 
 # --- the fixture itself -------------------------------------------------------------------------
 

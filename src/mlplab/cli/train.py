@@ -84,10 +84,9 @@ def register(subparsers) -> None:
                                         "[schedule], [regularization], [training] tables")
     for flag, (table, key, help_text) in FLAGS.items():
         kind = type(getattr(getattr(RunConfig(), table), key))
-        kind = float if kind is float else kind
         train.add_argument(flag, type=_number if kind is float else kind, default=None,
                            help=help_text)
-    for flag, (table, kind, help_text) in OPTION_FLAGS.items():
+    for flag, (_, kind, help_text) in OPTION_FLAGS.items():
         if kind is bool:
             train.add_argument(flag, action="store_true", default=None, help=help_text)
         else:
