@@ -22,10 +22,11 @@ class Model:
     """Wraps a :class:`~mlplab.graph.Network` with what predicting from images needs."""
 
     def __init__(self, network, loss, class_names: list[str],
-                 preprocessing: FittedPreprocessing | None = None):
+                 preprocessing: FittedPreprocessing | None = None, metadata: dict | None = None):
         self.network, self.loss = network, loss
         self.class_names = list(class_names)
         self.preprocessing = preprocessing
+        self.metadata = metadata or {}  # what the model file said besides its arrays
 
     @classmethod
     def build(cls, architecture: str | dict, input_size: int, class_names: list[str],
@@ -56,7 +57,10 @@ class Model:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, halves: bool = True) -> dict:
         """Accuracy with a 95% Wilson interval, per class, confusion, both halves, and loss."""
-        logits = self.network.predict_logits(x)
+        return self.evaluate_logits(self.network.predict_logits(x), y, halves)
+
+    def evaluate_logits(self, logits: np.ndarray, y: np.ndarray, halves: bool = True) -> dict:
+        """:meth:`evaluate` for logits already computed (to reuse them for plots)."""
         result = metrics.evaluate_predictions(y, logits.argmax(axis=1), self.class_names, halves)
         result["loss"] = self.loss.forward(logits, y)
         return result
@@ -78,4 +82,5 @@ class Model:
         preprocessing = archive.group("preprocessing")
         return cls(network, make_loss(loss.pop("name"), **loss),
                    meta.get("class_names") or [str(i) for i in range(network.sizes[network.output])],
-                   FittedPreprocessing.from_state(preprocessing) if preprocessing else None)
+                   FittedPreprocessing.from_state(preprocessing) if preprocessing else None,
+                   meta)

@@ -10,14 +10,14 @@ Files are written to a temporary name and renamed into place, so a crash never l
 from __future__ import annotations
 
 import math
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from mlplab.saving import atomic_path
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -28,18 +28,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _save(figure: Figure, path) -> Path:
     """Write ``figure`` to ``path`` as PNG atomically; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename. Not mkstemp: its mode 0600 would ignore the umask.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            figure.savefig(file, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        figure.savefig(file, format="png")
+    return Path(path)
 
 
 def _series(history: dict, key: str, length: int) -> np.ndarray | None:

@@ -159,13 +159,14 @@ def train_run(prepared: PreparedRun, out: Path, resume: bool = False,
     history.save(out)
     prepared.model.save(out / "model.npz", {"dataset": prepared.dataset.name,
                                             "config": config.to_dict()})
-    evaluation = prepared.model.evaluate(prepared.x_test, prepared.y_test)
+    test_logits = prepared.model.network.predict_logits(prepared.x_test)
+    evaluation = prepared.model.evaluate_logits(test_logits, prepared.y_test)
     evaluation.update(dataset=prepared.dataset.name, protocol=config.data.protocol,
                       epochs_run=len(history), best_epoch=history.best_epoch,
                       train_seconds=seconds)
     write_json(out / "evaluation.json", evaluation)
     write_text(out / "evaluation.txt", format_evaluation(evaluation) + "\n")
-    predicted = np.asarray(prepared.model.predict(prepared.x_test))
+    predicted = test_logits.argmax(axis=1)
     report.plot_confusion_matrix(np.array(evaluation["confusion_matrix"]),
                                  prepared.dataset.class_names, out / "confusion.png",
                                  title=f"{prepared.dataset.name} test set")

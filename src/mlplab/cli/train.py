@@ -219,13 +219,12 @@ def run_eval(args) -> int:
     from mlplab.data import load_dataset
     from mlplab.metrics import format_evaluation
     from mlplab.model import Model
-    from mlplab.saving import load_model
 
     path = _model_path(args.model)
-    model = Model.load(path)
-    metadata = load_model(path)[1]
-    data_config = metadata.get("config", {}).get("data", {})
-    dataset_name = args.dataset or data_config.get("dataset") or metadata.get("dataset", "mnist")
+    model = Model.load(path)  # read once: its metadata says which data it was trained on
+    data_config = model.metadata.get("config", {}).get("data", {})
+    dataset_name = args.dataset or data_config.get("dataset") or model.metadata.get("dataset",
+                                                                                     "mnist")
     data_dir = args.data_dir or (None if args.dataset else data_config.get("data_dir")) or None
     data = load_dataset(dataset_name, data_dir, progress=False)
     if model.preprocessing is None:
