@@ -4,7 +4,7 @@ For each network (784-1000(ReLU)-10 and 784-950(ReLU)-50(sigmoid)-10), Adam, bat
 epoch over the 60,000 MNIST training images, this measures, interleaved so that both see the same
 machine noise, the median of several repeats of
 
-* mlplab: ``mlplab.train.fit`` for one epoch (shuffle, gather, forward, loss, backward, Adam);
+* mlplab: ``mlplab.training.loop.fit`` for one epoch (shuffle, gather, forward, loss, backward, Adam);
 * PyTorch: the same loop written the usual way (``torch.optim.Adam``, ``CrossEntropyLoss``);
 * the GEMM bound: the epoch's matrix products alone, on the same shapes and threads, which is
   what an epoch would cost if nothing but its float32 GEMMs took time. Its FLOP count is printed,
@@ -31,8 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-import mlplab  # noqa: F401  (first, as the CLI does: it sets OpenBLAS's spin before NumPy loads)
 import numpy as np
+
+import mlplab  # noqa: F401  (first, as the CLI does: it sets OpenBLAS's spin before NumPy loads)
 
 # (label, architecture, optimizer): the two networks of the targets, with Adam, and the first
 # again with plain SGD, whose one-pass update shows what the batch loop costs without Adam's.
@@ -53,16 +54,24 @@ def load_mnist():
 
 
 def mlplab_epoch(architecture, optimizer, x, y, threads):
-    from mlplab.architecture import build_network
-    from mlplab.losses import SoftmaxCrossEntropy
-    from mlplab.optimizers import make_optimizer
-    from mlplab.train import fit
+    from mlplab.engine.architecture import build_network
+    from mlplab.engine.losses import SoftmaxCrossEntropy
+    from mlplab.engine.optimizers import make_optimizer
+    from mlplab.training.loop import fit
 
     network = build_network(architecture, 784, 10, seed=0)
     started = time.perf_counter()
-    fit(network, SoftmaxCrossEntropy(), x, y, epochs=1, batch_size=BATCH, threads=threads,
+    fit(
+        network,
+        SoftmaxCrossEntropy(),
+        x,
+        y,
+        epochs=1,
+        batch_size=BATCH,
+        threads=threads,
         optimizer=make_optimizer(optimizer, 1e-3 if optimizer == "adam" else 0.1),
-        progress=False)
+        progress=False,
+    )
     return time.perf_counter() - started
 
 
@@ -74,18 +83,23 @@ def torch_epoch(architecture, optimizer_name, x, y, threads):
     layers, width = [], 784
     for item in architecture.split(","):
         units, activation = item.split(":")
-        layers += [torch.nn.Linear(width, int(units)),
-                   torch.nn.ReLU() if activation == "relu" else torch.nn.Sigmoid()]
+        layers += [
+            torch.nn.Linear(width, int(units)),
+            torch.nn.ReLU() if activation == "relu" else torch.nn.Sigmoid(),
+        ]
         width = int(units)
     net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
-    optimizer = (torch.optim.Adam(net.parameters(), lr=1e-3) if optimizer_name == "adam"
-                 else torch.optim.SGD(net.parameters(), lr=0.1))
+    optimizer = (
+        torch.optim.Adam(net.parameters(), lr=1e-3)
+        if optimizer_name == "adam"
+        else torch.optim.SGD(net.parameters(), lr=0.1)
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     started = time.perf_counter()
     order = torch.randperm(len(yt))
     for start in range(0, len(yt), BATCH):
-        idx = order[start:start + BATCH]
+        idx = order[start : start + BATCH]
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(net(xt[idx]), yt[idx])
         loss.backward()
@@ -112,7 +126,9 @@ def gemm_epoch(architecture, threads, n=60000):
 
     rng = np.random.default_rng(0)
     widths = layer_widths(architecture)
-    weights = [rng.standard_normal((b, a), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])]
+    weights = [
+        rng.standard_normal((b, a), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])
+    ]
     acts = [rng.standard_normal((BATCH, w), dtype=np.float32) for w in widths]
     outs = [np.empty((BATCH, w), dtype=np.float32) for w in widths]  # no allocation is timed
     weight_grads = [np.empty_like(w) for w in weights]
@@ -144,8 +160,11 @@ def peak_gflops(threads, size=2048):
 def peak_memory_of_training():
     """Peak resident memory of `mlplab train` for one epoch on full MNIST, in MB."""
     with __import__("tempfile").TemporaryDirectory() as out:
-        subprocess.run([sys.executable, "-m", "mlplab", "train", "--epochs", "1", "--quiet",
-                        "--out", out], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "mlplab", "train", "--epochs", "1", "--quiet", "--out", out],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
@@ -189,8 +208,12 @@ def main():
         lines.append(
             f"| {label} | {flops / 1e9:.0f} | {m['mlplab']:.2f} | {m['torch']:.2f} | {m['gemm']:.2f} "
             f"| {bound:.2f} | {m['mlplab'] / m['torch']:.2f} | {m['mlplab'] / m['gemm']:.2f} "
-            f"| {m['mlplab'] / bound:.2f} |")
-    lines += ["", f"Peak resident memory of `mlplab train --epochs 1` on full MNIST: {memory:.0f} MB."]
+            f"| {m['mlplab'] / bound:.2f} |"
+        )
+    lines += [
+        "",
+        f"Peak resident memory of `mlplab train --epochs 1` on full MNIST: {memory:.0f} MB.",
+    ]
     table = "\n".join(lines)
     print(table)
     if args.write:

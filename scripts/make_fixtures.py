@@ -67,7 +67,7 @@ def write_subset(source: Path, name: str, folder: str, n_train: int, n_test: int
         f"official {name} IDX files, in their original order, rewritten as gzip-compressed IDX\n"
         f"(`gzip` level 9, mtime 0). Made by `scripts/make_fixtures.py`; rerun it to reproduce.\n\n"
         f"Its checksums are not the official ones, so load it by path (`load_dataset(folder)`,\n"
-        f"`mlplab data info --data-dir {folder}`): the status is \"not verified (no known checksum)\".\n\n"
+        f'`mlplab data info --data-dir {folder}`): the status is "not verified (no known checksum)".\n\n'
         f"Label counts, train: {counts(arrays['train-labels-idx1-ubyte'])};"
         f" test: {counts(arrays['t10k-labels-idx1-ubyte'])}.\n\n"
         "| file (decompressed) | bytes | sha256 |\n|---|---|---|\n" + "\n".join(rows) + "\n"

@@ -25,8 +25,16 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """
     from mlplab.data import sources
 
-    for variable in ("MLPLAB_DATA", "MLPLAB_MIRRORS", "http_proxy", "HTTP_PROXY", "https_proxy",
-                     "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for variable in (
+        "MLPLAB_DATA",
+        "MLPLAB_MIRRORS",
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlplab.architecture import (
+from mlplab.engine.architecture import (
     build_network,
     network_from_spec,
     network_from_string,
     parse_architecture,
     read_architecture,
 )
+from mlplab.engine.gradcheck import SKIP_AND_CONCAT
 from mlplab.errors import ConfigError
-from mlplab.gradcheck import SKIP_AND_CONCAT
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -28,35 +28,56 @@ def layer_types(network):
 # ----------------------------------------------------------------- parsing
 def test_parses_the_forums_950_relu_50_sigmoid_network():
     assert parse_architecture("950:relu,50:sigmoid") == [
-        ("dense", {"units": 950}), ("relu", {}), ("dense", {"units": 50}), ("sigmoid", {})]
+        ("dense", {"units": 950}),
+        ("relu", {}),
+        ("dense", {"units": 50}),
+        ("sigmoid", {}),
+    ]
 
 
 def test_parses_dropout_on_the_input_and_after_an_activation():
     assert parse_architecture("dropout(0.2),800:relu:dropout(0.5)") == [
-        ("dropout", {"rate": 0.2}), ("dense", {"units": 800}), ("relu", {}),
-        ("dropout", {"rate": 0.5})]
+        ("dropout", {"rate": 0.2}),
+        ("dense", {"units": 800}),
+        ("relu", {}),
+        ("dropout", {"rate": 0.5}),
+    ]
 
 
 def test_parses_steps_in_the_order_written():
     assert parse_architecture("100:layernorm:relu") == [
-        ("dense", {"units": 100}), ("layernorm", {}), ("relu", {})]
+        ("dense", {"units": 100}),
+        ("layernorm", {}),
+        ("relu", {}),
+    ]
     assert parse_architecture("16:batchnorm(0.8):tanh") == [
-        ("dense", {"units": 16}), ("batchnorm", {"momentum": 0.8}), ("tanh", {})]
+        ("dense", {"units": 16}),
+        ("batchnorm", {"momentum": 0.8}),
+        ("tanh", {}),
+    ]
 
 
 def test_shifted_relu_floor_defaults_to_minus_one_and_can_be_set():
     network = network_from_string("10:shifted-relu,10:shifted-relu(-2.5)", 4, 2)
-    floors = [network.nodes[n].layer.floor for n in network.order
-              if network.nodes[n].layer.type_name == "shifted-relu"]
+    floors = [
+        network.nodes[n].layer.floor
+        for n in network.order
+        if network.nodes[n].layer.type_name == "shifted-relu"
+    ]
     assert floors == [-1.0, -2.5]
     assert parse_architecture("shifted-relu(-1)") == [("shifted-relu", {"floor": -1.0})]
 
 
 def test_option_numbers_set_the_steps_option():
     assert parse_architecture("8:leaky-relu(0.1),8:elu(0.5),8:layernorm(1e-3)") == [
-        ("dense", {"units": 8}), ("leaky-relu", {"slope": 0.1}),
-        ("dense", {"units": 8}), ("elu", {"alpha": 0.5}),
-        ("dense", {"units": 8}), ("layernorm", {"eps": 1e-3}), ("relu", {})]
+        ("dense", {"units": 8}),
+        ("leaky-relu", {"slope": 0.1}),
+        ("dense", {"units": 8}),
+        ("elu", {"alpha": 0.5}),
+        ("dense", {"units": 8}),
+        ("layernorm", {"eps": 1e-3}),
+        ("relu", {}),
+    ]
 
 
 def test_units_without_an_activation_get_relu_and_linear_means_none():
@@ -85,21 +106,24 @@ def test_network_from_string_appends_the_output_layer_of_n_classes():
 
 
 # ----------------------------------------------------------------- errors
-@pytest.mark.parametrize("text, message", [
-    ("100:sigmod", "unknown step 'sigmod'.*sigmoid"),
-    ("0:relu", "impossible layer size 0"),
-    ("-5:relu", "impossible layer size -5"),
-    ("12a:relu", "should start with a number of units"),
-    ("1.5:relu", "should start with a number of units"),
-    ("1e3", "unknown step '1e3'"),
-    pytest.param("1\u00b2:relu", "1\u00b2", id="superscript-two-is-not-a-number"),
-    ("100:relu,,10", "unknown step ''"),
-    ("100:", "unknown step ''"),
-    ("dropout(abc)", "unknown step 'dropout\\(abc\\)'"),
-    ("dropout(1.2.3)", "bad number '1.2.3'"),
-    ("relu(0.5)", "'relu' takes no option"),
-    ("100:sigmoid(2)", "'sigmoid' takes no option"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("100:sigmod", "unknown step 'sigmod'.*sigmoid"),
+        ("0:relu", "impossible layer size 0"),
+        ("-5:relu", "impossible layer size -5"),
+        ("12a:relu", "should start with a number of units"),
+        ("1.5:relu", "should start with a number of units"),
+        ("1e3", "unknown step '1e3'"),
+        pytest.param("1\u00b2:relu", "1\u00b2", id="superscript-two-is-not-a-number"),
+        ("100:relu,,10", "unknown step ''"),
+        ("100:", "unknown step ''"),
+        ("dropout(abc)", "unknown step 'dropout\\(abc\\)'"),
+        ("dropout(1.2.3)", "bad number '1.2.3'"),
+        ("relu(0.5)", "'relu' takes no option"),
+        ("100:sigmoid(2)", "'sigmoid' takes no option"),
+    ],
+)
 def test_bad_architecture_strings_are_config_errors_quoting_the_string(text, message):
     with pytest.raises(ConfigError, match=message) as caught:
         parse_architecture(text)
@@ -107,13 +131,16 @@ def test_bad_architecture_strings_are_config_errors_quoting_the_string(text, mes
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("dropout(1.5)", "dropout rate must be in"),
-    ("10:leaky-relu(2)", "leaky-relu slope"),
-    ("10:elu(-1)", "elu alpha must be positive"),
-    ("10:batchnorm(1)", "batchnorm momentum"),
-    ("10:layernorm(0)", "eps must be positive"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("dropout(1.5)", "dropout rate must be in"),
+        ("10:leaky-relu(2)", "leaky-relu slope"),
+        ("10:elu(-1)", "elu alpha must be positive"),
+        ("10:batchnorm(1)", "batchnorm momentum"),
+        ("10:layernorm(0)", "eps must be positive"),
+    ],
+)
 def test_out_of_range_options_are_config_errors_when_building(text, message):
     with pytest.raises(ConfigError, match=message):
         network_from_string(text, 4, 2)
@@ -122,10 +149,19 @@ def test_out_of_range_options_are_config_errors_when_building(text, message):
 # ----------------------------------------------------------------- initialization
 def test_auto_init_is_he_normal_before_relu_like_activations_and_glorot_otherwise():
     network = network_from_string("8:relu,8:sigmoid,8:layernorm:elu,8:tanh,8", 4, 2)
-    inits = [network.nodes[n].layer.init for n in network.order
-             if network.nodes[n].layer.type_name == "dense"]
-    assert inits == ["he-normal", "glorot-uniform", "he-normal", "glorot-uniform", "he-normal",
-                     "glorot-uniform"]  # the last one is the output layer
+    inits = [
+        network.nodes[n].layer.init
+        for n in network.order
+        if network.nodes[n].layer.type_name == "dense"
+    ]
+    assert inits == [
+        "he-normal",
+        "glorot-uniform",
+        "he-normal",
+        "glorot-uniform",
+        "he-normal",
+        "glorot-uniform",
+    ]  # the last one is the output layer
     fixed = network_from_string("8:relu", 4, 2, init="lecun-normal")
     assert {fixed.nodes[n].layer.init for n in ("dense1", "dense3")} == {"lecun-normal"}
 
@@ -148,24 +184,37 @@ def test_graph_spec_builds_the_skip_and_concat_network():
 
 
 def test_graph_spec_defaults_names_and_inputs_to_a_chain():
-    spec = {"nodes": [{"type": "dense", "units": 6}, {"type": "tanh"},
-                      {"type": "dense", "units": 3}]}
+    spec = {
+        "nodes": [{"type": "dense", "units": 6}, {"type": "tanh"}, {"type": "dense", "units": 3}]
+    }
     network = network_from_spec(spec, input_size=4, n_classes=3)
     assert network.order == ["dense1", "tanh2", "dense3"]
     assert network.nodes["tanh2"].inputs == ["dense1"]
 
 
-@pytest.mark.parametrize("spec, kwargs, message", [
-    ({"layers": []}, {}, "list of nodes under the key 'nodes'"),
-    ({"nodes": [{"units": 3}]}, {}, "node #1 of the spec needs a 'type'"),
-    ({"nodes": [{"name": "a", "type": "conv99"}]}, {}, "node 'a': unknown layer type 'conv99'"),
-    ({"nodes": [{"name": "a", "type": "dense", "units": 3, "slope": 1}]}, {},
-     "node 'a': bad options"),
-    ({"input_size": 10, "nodes": [{"type": "dense", "units": 3}]}, {"input_size": 784},
-     "input_size 10 does not match the data's 784"),
-    ({"nodes": [{"type": "dense", "units": 3}]}, {"input_size": 4, "n_classes": 10},
-     "has 3 units but the data has 10 classes"),
-])
+@pytest.mark.parametrize(
+    "spec, kwargs, message",
+    [
+        ({"layers": []}, {}, "list of nodes under the key 'nodes'"),
+        ({"nodes": [{"units": 3}]}, {}, "node #1 of the spec needs a 'type'"),
+        ({"nodes": [{"name": "a", "type": "conv99"}]}, {}, "node 'a': unknown layer type 'conv99'"),
+        (
+            {"nodes": [{"name": "a", "type": "dense", "units": 3, "slope": 1}]},
+            {},
+            "node 'a': bad options",
+        ),
+        (
+            {"input_size": 10, "nodes": [{"type": "dense", "units": 3}]},
+            {"input_size": 784},
+            "input_size 10 does not match the data's 784",
+        ),
+        (
+            {"nodes": [{"type": "dense", "units": 3}]},
+            {"input_size": 4, "n_classes": 10},
+            "has 3 units but the data has 10 classes",
+        ),
+    ],
+)
 def test_bad_graph_specs_are_config_errors(spec, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         network_from_spec(spec, **kwargs)
@@ -220,7 +269,7 @@ def test_missing_architecture_file_is_a_config_error(tmp_path):
 
 def test_architecture_file_without_nodes_or_architecture_is_a_config_error(tmp_path):
     path = tmp_path / "empty.toml"
-    path.write_text('[model]\nlearning_rate = 0.1\n')
+    path.write_text("[model]\nlearning_rate = 0.1\n")
     with pytest.raises(ConfigError, match="neither 'nodes' nor an 'architecture'"):
         read_architecture(str(path))
 

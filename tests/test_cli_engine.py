@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlplab.architecture import network_from_string
 from mlplab.cli import main
+from mlplab.engine.architecture import network_from_string
 from mlplab.saving import save_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "skip_concat.toml"
@@ -64,7 +64,7 @@ def test_gradcheck_of_an_architecture_string_exits_zero(capsys):
 
 
 def test_gradcheck_exits_one_when_a_gradient_is_wrong(capsys, monkeypatch):
-    from mlplab.activations import Tanh
+    from mlplab.engine.activations import Tanh
 
     monkeypatch.setattr(Tanh, "backward", lambda self, grad_out: grad_out)
     assert main(["gradcheck", "6:tanh", "--input-size", "5", "--classes", "3"]) == 1
@@ -90,8 +90,12 @@ def test_broken_model_file_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_python_dash_m_mlplab_reports_errors_without_a_traceback():
-    result = subprocess.run([sys.executable, "-m", "mlplab", "summary", "100:sigmod"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlplab", "summary", "100:sigmod"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

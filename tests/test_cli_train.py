@@ -17,12 +17,21 @@ from PIL import Image
 
 from mlplab.cli import main
 from mlplab.data import load_dataset
-from mlplab.model import Model
+from mlplab.training.model import Model
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
-RUN_FILES = ["model.npz", "config.toml", "checkpoint.npz", "history.csv", "history.json",
-             "curves.png", "evaluation.json", "evaluation.txt", "confusion.png",
-             "misclassified.png"]
+RUN_FILES = [
+    "model.npz",
+    "config.toml",
+    "checkpoint.npz",
+    "history.csv",
+    "history.json",
+    "curves.png",
+    "evaluation.json",
+    "evaluation.txt",
+    "confusion.png",
+    "misclassified.png",
+]
 # --validation: the default holdout of 5000 images is larger than the 2000-image fixture.
 TRAIN = ["train", "--dataset", str(MNIST_SMALL), "--validation", "200", "--threads", "1"]
 PREDICTION = re.compile(r"^(?P<path>.+): (?P<label>\S+) \(p=(?P<p>[0-9.]+); top: (?P<top>.+)\)$")
@@ -40,8 +49,22 @@ def run(tmp_path_factory):
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
         patch.delenv("MLPLAB_DATA", raising=False)
-        code = main([*TRAIN, "--arch", "32:relu", "--epochs", "2", "--lr", "0.005",
-                     "--batch-size", "32", "--quiet", "--out", str(out)])
+        code = main(
+            [
+                *TRAIN,
+                "--arch",
+                "32:relu",
+                "--epochs",
+                "2",
+                "--lr",
+                "0.005",
+                "--batch-size",
+                "32",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0
     return out, stdout.getvalue()
 
@@ -88,8 +111,10 @@ def test_evaluation_json_has_accuracy_inside_its_wilson_interval_and_both_halves
         part = evaluation[half]
         assert part["total"] == 250
         assert part["wilson_low"] <= part["accuracy"] <= part["wilson_high"]
-    assert evaluation["first_half"]["correct"] + evaluation["last_half"]["correct"] == \
-        evaluation["correct"]
+    assert (
+        evaluation["first_half"]["correct"] + evaluation["last_half"]["correct"]
+        == evaluation["correct"]
+    )
     assert evaluation["epochs_run"] == 2 and evaluation["protocol"] == "holdout"
     assert "accuracy" in (out / "evaluation.txt").read_text()
 
@@ -122,8 +147,25 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
 # ------------------------------------------------------------------ the book protocol
 def test_book_protocol_validates_on_the_first_test_half_and_reports_the_last(tmp_path, capsys):
     out = tmp_path / "book"
-    code = main(["train", "--dataset", str(MNIST_SMALL), "--protocol", "book", "--arch", "32:relu",
-                 "--epochs", "1", "--batch-size", "64", "--threads", "1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(MNIST_SMALL),
+            "--protocol",
+            "book",
+            "--arch",
+            "32:relu",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0
     assert "2000 training, 250 validation (book protocol), 500 test images" in stdout
@@ -142,23 +184,26 @@ def test_book_protocol_validates_on_the_first_test_half_and_reports_the_last(tmp
 
 
 # ------------------------------------------------------------------ user errors
-@pytest.mark.parametrize("flags, named", [
-    (["--arch", "100:sigmod"], "sigmod"),
-    (["--arch", "0:relu"], "0:relu"),
-    (["--lr", "-1"], "learning_rate"),
-    (["--optimizer", "adagrad"], "adagrad"),
-    (["--schedule", "exponential"], "exponential"),
-    (["--protocol", "bookish"], "bookish"),
-    (["--output-activation", "sigmoid"], "output_activation"),
-    (["--loss", "mse", "--output-activation", "tanh"], "tanh"),
-    (["--optimizer", "adam", "--momentum", "0.9"], "momentum"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--epochs", "0"], "epochs"),
-    (["--init", "orthogonal"], "orthogonal"),
-    (["--crop-border", "14"], "crop_border"),
-    (["--monitor", "acc", "--early-stopping", "2"], "acc"),
-    (["--dtype", "float16"], "float16"),
-])
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--arch", "100:sigmod"], "sigmod"),
+        (["--arch", "0:relu"], "0:relu"),
+        (["--lr", "-1"], "learning_rate"),
+        (["--optimizer", "adagrad"], "adagrad"),
+        (["--schedule", "exponential"], "exponential"),
+        (["--protocol", "bookish"], "bookish"),
+        (["--output-activation", "sigmoid"], "output_activation"),
+        (["--loss", "mse", "--output-activation", "tanh"], "tanh"),
+        (["--optimizer", "adam", "--momentum", "0.9"], "momentum"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--epochs", "0"], "epochs"),
+        (["--init", "orthogonal"], "orthogonal"),
+        (["--crop-border", "14"], "crop_border"),
+        (["--monitor", "acc", "--early-stopping", "2"], "acc"),
+        (["--dtype", "float16"], "float16"),
+    ],
+)
 def test_user_errors_exit_2_with_one_line_naming_the_problem(tmp_path, capsys, flags, named):
     code = main([*TRAIN, "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"), *flags])
     assert code == 2
@@ -173,7 +218,7 @@ def test_missing_config_file_exits_2_naming_it(tmp_path, capsys):
 
 def test_invalid_config_file_exits_2_naming_it(tmp_path, capsys):
     config = tmp_path / "bad.toml"
-    config.write_text("[training]\nepochs = \"ten\"\n")
+    config.write_text('[training]\nepochs = "ten"\n')
     code = main([*TRAIN, "--config", str(config), "--out", str(tmp_path / "r")])
     assert code == 2
     line = one_line_error(capsys.readouterr().err)
@@ -181,19 +226,54 @@ def test_invalid_config_file_exits_2_naming_it(tmp_path, capsys):
 
 
 def test_user_error_in_a_real_process_prints_one_line_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlplab", *TRAIN, "--arch", "100:sigmod",
-                             "--quiet", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlplab",
+            *TRAIN,
+            "--arch",
+            "100:sigmod",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "sigmod" in one_line_error(result.stderr)
     assert not (tmp_path / "run" / "model.npz").exists()
 
 
 def test_divergence_exits_3_with_one_line_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlplab", *TRAIN, "--arch", "32:relu",
-                             "--epochs", "2", "--lr", "1e9", "--optimizer", "sgd", "--schedule",
-                             "constant", "--quiet", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlplab",
+            *TRAIN,
+            "--arch",
+            "32:relu",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e9",
+            "--optimizer",
+            "sgd",
+            "--schedule",
+            "constant",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert "mlplab: error: training diverged at epoch 1" in result.stderr
@@ -244,10 +324,13 @@ def parse_predictions(stdout: str) -> list[dict]:
     for line in stdout.strip().split("\n"):
         match = PREDICTION.match(line)
         assert match, line
-        top = [(name, float(p)) for name, p in
-               (item.rsplit(" ", 1) for item in match["top"].split(", "))]
-        rows.append({"path": match["path"], "label": match["label"], "p": float(match["p"]),
-                     "top": top})
+        top = [
+            (name, float(p))
+            for name, p in (item.rsplit(" ", 1) for item in match["top"].split(", "))
+        ]
+        rows.append(
+            {"path": match["path"], "label": match["label"], "p": float(match["p"]), "top": top}
+        )
     return rows
 
 
@@ -256,16 +339,18 @@ def save_png(pixels: np.ndarray, path: Path) -> str:
     return str(path)
 
 
-def test_predict_prints_a_class_and_its_top_probabilities_per_image(run, test_set, tmp_path,
-                                                                    capsys):
+def test_predict_prints_a_class_and_its_top_probabilities_per_image(
+    run, test_set, tmp_path, capsys
+):
     out, _ = run
     images, labels = test_set
     model = Model.load(out / "model.npz")
     probabilities = model.predict_proba(model.features(images))
     # A test digit the model gets right with confidence; --no-crop keeps MNIST's own framing, so
     # the PNG must give the network exactly the test array's pixels.
-    confident = np.flatnonzero((probabilities.argmax(axis=1) == labels)
-                               & (probabilities.max(axis=1) > 0.9))
+    confident = np.flatnonzero(
+        (probabilities.argmax(axis=1) == labels) & (probabilities.max(axis=1) > 0.9)
+    )
     assert confident.size > 0
     index = int(confident[0])
     light = save_png(images[index], tmp_path / "light.png")
@@ -292,7 +377,8 @@ def test_predict_reads_dark_on_light_the_same_as_light_on_dark(run, test_set, tm
 
 
 def test_predict_on_mnist_test_pngs_is_about_as_accurate_as_on_the_test_arrays(
-        run, test_set, tmp_path, capsys):
+    run, test_set, tmp_path, capsys
+):
     # The default (cropping) path re-frames a digit to look like MNIST's, so an MNIST digit saved
     # as a PNG must be classified about as well as the array itself.
     out, _ = run

@@ -10,12 +10,19 @@ import pytest
 
 from mlplab.cli import build_parser, main
 from mlplab.cli.train import resolve_config, with_dropout
-from mlplab.config import (DataConfig, ModelConfig, OptimizerConfig, RegularizationConfig,
-                           RunConfig, ScheduleConfig, TrainingConfig)
 from mlplab.errors import ConfigError
-from mlplab.runs import training_options
 from mlplab.saving import load_model
-from mlplab.schedules import BatchSizeRamp
+from mlplab.training.config import (
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RegularizationConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainingConfig,
+)
+from mlplab.training.runs import training_options
+from mlplab.training.schedules import BatchSizeRamp
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_SMALL = ROOT / "tests" / "fixtures" / "mnist-small"
@@ -34,18 +41,39 @@ def parse(*argv: str) -> RunConfig:
 def full_config() -> RunConfig:
     """A configuration in which every table differs from the defaults."""
     return RunConfig(
-        data=DataConfig(dataset="fashion-mnist", data_dir="/data", protocol="book",
-                        validation=1000, standardize="per-pixel", crop_border=2,
-                        pixel_subset=300, pixel_subset_seed=4),
-        model=ModelConfig(architecture="64:relu:dropout(0.2),32:tanh", init="he-normal",
-                          loss="mse", output_activation="softmax"),
-        optimizer=OptimizerConfig(name="momentum", learning_rate=0.05,
-                                  options={"momentum": 0.8, "nesterov": True}),
+        data=DataConfig(
+            dataset="fashion-mnist",
+            data_dir="/data",
+            protocol="book",
+            validation=1000,
+            standardize="per-pixel",
+            crop_border=2,
+            pixel_subset=300,
+            pixel_subset_seed=4,
+        ),
+        model=ModelConfig(
+            architecture="64:relu:dropout(0.2),32:tanh",
+            init="he-normal",
+            loss="mse",
+            output_activation="softmax",
+        ),
+        optimizer=OptimizerConfig(
+            name="momentum", learning_rate=0.05, options={"momentum": 0.8, "nesterov": True}
+        ),
         schedule=ScheduleConfig(name="step", options={"every_epochs": 2, "gamma": 0.25}),
         regularization=RegularizationConfig(l1=1e-6, l2=1e-4, max_norm=3.0, clip_norm=5.0),
-        training=TrainingConfig(epochs=7, batch_size=64, batch_size_start=16,
-                                batch_size_growth=3.0, early_stopping=2, monitor="val_accuracy",
-                                seed=9, threads=1, max_steps=500, dtype="float64"),
+        training=TrainingConfig(
+            epochs=7,
+            batch_size=64,
+            batch_size_start=16,
+            batch_size_growth=3.0,
+            early_stopping=2,
+            monitor="val_accuracy",
+            seed=9,
+            threads=1,
+            max_steps=500,
+            dtype="float64",
+        ),
     )
 
 
@@ -83,8 +111,9 @@ def test_unknown_key_is_refused_by_name_and_table(tmp_path):
         RunConfig.from_toml(path)
 
 
-@pytest.mark.parametrize("line", ['epochs = "ten"', "epochs = 2.5", "epochs = true",
-                                  'seed = [1, 2]'])
+@pytest.mark.parametrize(
+    "line", ['epochs = "ten"', "epochs = 2.5", "epochs = true", "seed = [1, 2]"]
+)
 def test_wrongly_typed_value_is_refused_naming_the_key(tmp_path, line):
     path = write(tmp_path / "run.toml", f"[training]\n{line}\n")
     key = line.split(" ")[0]
@@ -93,14 +122,15 @@ def test_wrongly_typed_value_is_refused_naming_the_key(tmp_path, line):
 
 
 def test_a_table_given_as_a_value_is_refused(tmp_path):
-    path = write(tmp_path / "run.toml", 'training = 3\n')
+    path = write(tmp_path / "run.toml", "training = 3\n")
     with pytest.raises(ConfigError, match="training"):
         RunConfig.from_toml(path)
 
 
 def test_whole_number_is_accepted_for_a_float_setting(tmp_path):
-    path = write(tmp_path / "run.toml",
-                 "[optimizer]\nlearning_rate = 1\n[regularization]\nl2 = 0\n")
+    path = write(
+        tmp_path / "run.toml", "[optimizer]\nlearning_rate = 1\n[regularization]\nl2 = 0\n"
+    )
     config = RunConfig.from_toml(path)
     assert config.optimizer.learning_rate == 1 and config.regularization.l2 == 0
 
@@ -127,9 +157,11 @@ def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path):
 
 
 def test_optimizer_and_schedule_tables_take_their_own_options(tmp_path):
-    path = write(tmp_path / "run.toml",
-                 '[optimizer]\nname = "adam"\nbeta1 = 0.8\n'
-                 '[schedule]\nname = "step"\nevery_epochs = 1\ngamma = 0.5\n')
+    path = write(
+        tmp_path / "run.toml",
+        '[optimizer]\nname = "adam"\nbeta1 = 0.8\n'
+        '[schedule]\nname = "step"\nevery_epochs = 1\ngamma = 0.5\n',
+    )
     config = RunConfig.from_toml(path)
     assert config.optimizer.options == {"beta1": 0.8}
     options = training_options(config)
@@ -145,9 +177,16 @@ def test_a_misspelt_optimizer_option_is_refused_when_the_optimizer_is_made(tmp_p
 
 def test_training_options_follow_the_training_table():
     config = RunConfig()
-    config.training = TrainingConfig(epochs=4, batch_size=128, batch_size_start=20,
-                                     early_stopping=2, monitor="val_accuracy", threads=0,
-                                     max_steps=0, seed=5)
+    config.training = TrainingConfig(
+        epochs=4,
+        batch_size=128,
+        batch_size_start=20,
+        early_stopping=2,
+        monitor="val_accuracy",
+        threads=0,
+        max_steps=0,
+        seed=5,
+    )
     options = training_options(config)
     assert options["batch_size"] == BatchSizeRamp(start=20, growth=2.0, final=128)
     assert options["early_stopping"].patience == 2
@@ -160,17 +199,21 @@ def test_training_options_follow_the_training_table():
 
 # ------------------------------------------------------------------ flags
 def test_flags_override_the_config_file_and_keep_the_rest(tmp_path):
-    path = write(tmp_path / "run.toml", '[model]\narchitecture = "64:relu"\n'
-                                        '[optimizer]\nlearning_rate = 0.01\n'
-                                        '[training]\nepochs = 5\nbatch_size = 32\n')
+    path = write(
+        tmp_path / "run.toml",
+        '[model]\narchitecture = "64:relu"\n'
+        "[optimizer]\nlearning_rate = 0.01\n"
+        "[training]\nepochs = 5\nbatch_size = 32\n",
+    )
     config = parse("--config", str(path), "--epochs", "2", "--lr", "0.5")
     assert config.training.epochs == 2 and config.optimizer.learning_rate == 0.5
     assert config.model.architecture == "64:relu" and config.training.batch_size == 32
 
 
 def test_option_flags_go_into_the_optimizer_and_schedule_options():
-    config = parse("--optimizer", "adam", "--beta1", "0.7", "--warmup-epochs", "1.5",
-                   "--schedule", "cosine")
+    config = parse(
+        "--optimizer", "adam", "--beta1", "0.7", "--warmup-epochs", "1.5", "--schedule", "cosine"
+    )
     assert config.optimizer.options == {"beta1": 0.7}
     assert config.schedule.options == {"warmup_epochs": 1.5}
     assert training_options(config)["optimizer"].beta1 == 0.7
@@ -186,8 +229,9 @@ def test_arch_flag_replaces_a_graph_from_the_config_file():
 
 
 def test_dropout_flag_puts_dropout_after_every_hidden_layer():
-    assert with_dropout("100:relu,50:sigmoid", 0.5) == \
-        "100:relu:dropout(0.5),50:sigmoid:dropout(0.5)"
+    assert (
+        with_dropout("100:relu,50:sigmoid", 0.5) == "100:relu:dropout(0.5),50:sigmoid:dropout(0.5)"
+    )
     config = parse("--arch", "100:relu,50:sigmoid", "--dropout", "0.5")
     assert config.model.architecture == "100:relu:dropout(0.5),50:sigmoid:dropout(0.5)"
 
@@ -200,9 +244,26 @@ def test_dropout_flag_leaves_an_input_dropout_alone():
 def test_graph_config_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLPLAB_DATA", raising=False)
     out = tmp_path / "graph-run"
-    code = main(["train", "--config", str(SKIP_CONCAT), "--dataset", str(MNIST_SMALL),
-                 "--validation", "200", "--epochs", "1", "--batch-size", "64", "--threads", "1",
-                 "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(SKIP_CONCAT),
+            "--dataset",
+            str(MNIST_SMALL),
+            "--validation",
+            "200",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     network, metadata, _ = load_model(out / "model.npz")
     types = {node["type"] for node in network.architecture()["nodes"]}

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlplab.cli import main
-from mlplab.data import read_idx
-from mlplab.data import sources
+from mlplab.data import read_idx, sources
 
 pytestmark = pytest.mark.usefixtures("isolated_data_env")
 
@@ -31,11 +30,24 @@ def test_info_on_a_folder_prints_files_counts_and_class_counts(fixtures_dir, cap
 
 
 def test_info_on_fashion_names_the_classes(fixtures_dir, capsys, monkeypatch):
-    table = {stem: (read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").payload_bytes,
-                    read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").sha256)
-             for stem in sources.FILE_STEMS}
+    table = {
+        stem: (
+            read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").payload_bytes,
+            read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").sha256,
+        )
+        for stem in sources.FILE_STEMS
+    }
     monkeypatch.setitem(sources.CHECKSUMS, "fashion-mnist", table)
-    code = main(["data", "info", "--dataset", "fashion-mnist", "--data-dir", str(fixtures_dir / "fashion-small")])
+    code = main(
+        [
+            "data",
+            "info",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(fixtures_dir / "fashion-small"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "Ankle boot" in out and "T-shirt/top" in out
     assert "checksums verified" in out
@@ -58,7 +70,10 @@ def test_cli_subprocess_error_has_no_traceback(fixtures_dir, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "MLPLAB_DATA"}
     result = subprocess.run(
         [sys.executable, "-m", "mlplab", "data", "info", "--data-dir", str(folder)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode != 0
     assert result.stdout == ""
@@ -72,7 +87,9 @@ def test_info_never_downloads_and_says_how_to_get_the_data(capsys):
     assert "mlplab data fetch --dataset mnist" in err and "MLPLAB_DATA" in err
 
 
-def test_fetch_downloads_into_the_cache_and_says_where(fixtures_dir, isolated_data_env, capsys, monkeypatch):
+def test_fetch_downloads_into_the_cache_and_says_where(
+    fixtures_dir, isolated_data_env, capsys, monkeypatch
+):
     table = {}
     for stem in sources.FILE_STEMS:
         idx = read_idx(fixtures_dir / "mnist-small" / f"{stem}.gz")
@@ -84,7 +101,8 @@ def test_fetch_downloads_into_the_cache_and_says_where(fixtures_dir, isolated_da
             pass
 
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(fixtures_dir / "mnist-small")))
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(fixtures_dir / "mnist-small"))
+    )
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
         monkeypatch.setitem(sources.MIRRORS, "mnist", [f"http://127.0.0.1:{server.server_port}/"])

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplab.data import fetch_dataset, load_dataset
-from mlplab.data import sources
+from mlplab.data import fetch_dataset, load_dataset, sources
 from mlplab.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("isolated_data_env")
@@ -54,7 +53,6 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
-
 
 
 @pytest.fixture
@@ -94,7 +92,9 @@ def test_corrupt_download_is_refused_and_nothing_is_cached(
     serve, corrupt_mirror, isolated_data_env, monkeypatch, fixture_is_mnist
 ):
     monkeypatch.setitem(sources.MIRRORS, "mnist", [serve(corrupt_mirror)])
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: checksum mismatch") as caught:
+    with pytest.raises(
+        DataError, match=r"train-images-idx3-ubyte\.gz: checksum mismatch"
+    ) as caught:
         load_dataset("mnist", progress=False)
     assert "\n" not in str(caught.value)
     assert cache_entries(isolated_data_env) == []  # no file, no temporary file
@@ -151,7 +151,9 @@ def test_no_copy_and_no_reachable_mirror_gives_one_message(closed_port_url, monk
         assert expected in message
 
 
-def test_mirrors_env_var_replaces_the_table(serve, fixtures_dir, tmp_path, monkeypatch, fixture_is_mnist):
+def test_mirrors_env_var_replaces_the_table(
+    serve, fixtures_dir, tmp_path, monkeypatch, fixture_is_mnist
+):
     (tmp_path / "site").mkdir()
     shutil.copytree(fixtures_dir / "mnist-small", tmp_path / "site" / "mnist")
     monkeypatch.setitem(sources.MIRRORS, "mnist", ["http://127.0.0.1:9/never-used/"])
@@ -159,7 +161,9 @@ def test_mirrors_env_var_replaces_the_table(serve, fixtures_dir, tmp_path, monke
     assert load_dataset("mnist", progress=False).verified
 
 
-def test_fetch_fills_the_cache_once(serve, fixtures_dir, isolated_data_env, monkeypatch, fixture_is_mnist):
+def test_fetch_fills_the_cache_once(
+    serve, fixtures_dir, isolated_data_env, monkeypatch, fixture_is_mnist
+):
     monkeypatch.setitem(sources.MIRRORS, "mnist", [serve(fixtures_dir / "mnist-small")])
     folder, fetched = fetch_dataset("mnist", progress=False)
     assert folder == isolated_data_env / "mlplab" / "mnist"

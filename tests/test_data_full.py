@@ -30,7 +30,29 @@ def test_full_mnist_verifies_and_has_the_published_label_counts():
     data = load_dataset("mnist", data_dir=FULL_DATA, download=False)
     assert data.verified
     assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
-    assert data.class_counts("train").tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    assert data.class_counts("test").tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert data.class_counts("train").tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
+    assert data.class_counts("test").tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     assert data.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
     assert np.mean(data.train_images) == pytest.approx(33.318, abs=1e-3)

@@ -48,7 +48,9 @@ def test_crop_leaving_nothing_is_refused(images, border):
 
 def test_pixel_subset_is_the_same_for_every_image_and_fixed_by_the_seed(images):
     train, test = images
-    fitted = Preprocessing(pixel_subset=100, pixel_subset_seed=5, crop_border=2, scale=False).fit(train)
+    fitted = Preprocessing(pixel_subset=100, pixel_subset_seed=5, crop_border=2, scale=False).fit(
+        train
+    )
     assert fitted.n_features == 100 and np.all(np.diff(fitted.pixel_indices) > 0)
     flat = train[:, 2:26, 2:26].reshape(len(train), -1)
     assert np.array_equal(fitted.transform(train), flat[:, fitted.pixel_indices])
@@ -70,9 +72,13 @@ def test_global_standardization_uses_training_statistics(images):
     assert fitted.mean == pytest.approx(scaled.mean(), rel=1e-6)
     assert fitted.std == pytest.approx(scaled.std(), rel=1e-6)
     features = fitted.transform(train)
-    assert features.mean() == pytest.approx(0, abs=1e-5) and features.std() == pytest.approx(1, rel=1e-4)
+    assert features.mean() == pytest.approx(0, abs=1e-5) and features.std() == pytest.approx(
+        1, rel=1e-4
+    )
     # Test images are shifted by the *training* statistics, not their own.
-    expected = ((test.astype(np.float64) / 255 - scaled.mean()) / scaled.std()).reshape(len(test), -1)
+    expected = ((test.astype(np.float64) / 255 - scaled.mean()) / scaled.std()).reshape(
+        len(test), -1
+    )
     assert np.allclose(fitted.transform(test), expected, atol=1e-5)
 
 
@@ -105,10 +111,16 @@ def test_transform_refuses_images_of_another_size(images):
         fitted.transform(np.zeros((2, 20, 20), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("settings", [
-    {"standardize": "minmax"}, {"crop_border": -1}, {"crop_border": 1.5},
-    {"pixel_subset": 0}, {"pixel_subset": True},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"standardize": "minmax"},
+        {"crop_border": -1},
+        {"crop_border": 1.5},
+        {"pixel_subset": 0},
+        {"pixel_subset": True},
+    ],
+)
 def test_invalid_settings_are_config_errors(settings):
     with pytest.raises(ConfigError):
         Preprocessing(**settings)

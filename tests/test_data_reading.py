@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlplab.data import load_dataset, read_idx
-from mlplab.data import sources
+from mlplab.data import load_dataset, read_idx, sources
 from mlplab.data.idx import parse_idx
 from mlplab.errors import ConfigError, DataError
 
@@ -20,7 +19,9 @@ pytestmark = pytest.mark.usefixtures("isolated_data_env")
 
 
 def idx_payload(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     return header + array.tobytes()
 
 
@@ -34,8 +35,8 @@ def mnist_copy(fixtures_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(fixtures_dir / "mnist-small", tmp_path / "mnist-copy"))
 
 
-
 # --- the fixture itself -------------------------------------------------------------------------
+
 
 def test_fixture_reads_with_expected_shapes_dtypes_and_counts(fixtures_dir):
     data = load_dataset(str(fixtures_dir / "mnist-small"))
@@ -56,7 +57,12 @@ def test_user_folder_is_reported_not_verified(fixtures_dir):
     assert not data.verified
     assert {source.checksum for source in data.sources.values()} == {sources.UNVERIFIED}
     assert {source.origin for source in data.sources.values()} == {"explicit"}
-    assert [source.payload_bytes for source in data.sources.values()] == [1568016, 2008, 392016, 508]
+    assert [source.payload_bytes for source in data.sources.values()] == [
+        1568016,
+        2008,
+        392016,
+        508,
+    ]
 
 
 def test_fashion_fixture_reads(fixtures_dir):
@@ -79,12 +85,15 @@ def test_raw_uncompressed_files_read_like_gzipped_ones(mnist_copy):
     assert data.sources["train-images-idx3-ubyte"].path.name == "train-images-idx3-ubyte"
 
 
-def test_folder_that_is_byte_identical_to_a_known_dataset_is_recognised(fixtures_dir, fixture_is_mnist):
+def test_folder_that_is_byte_identical_to_a_known_dataset_is_recognised(
+    fixtures_dir, fixture_is_mnist
+):
     data = load_dataset(str(fixtures_dir / "mnist-small"))
     assert data.name == "mnist" and data.verified
 
 
 # --- bad files: each is a DataError naming the file ---------------------------------------------
+
 
 def test_truncated_gzip_names_the_file(mnist_copy):
     path = mnist_copy / "train-images-idx3-ubyte.gz"
@@ -104,7 +113,9 @@ def test_corrupt_gzip_stream_names_the_file(mnist_copy):
 
 def test_wrong_magic_number_names_the_file(mnist_copy):
     write_gz(mnist_copy / "train-labels-idx1-ubyte.gz", b"\x12\x34\x08\x01" + bytes(100))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: not an IDX file \(magic number 0x12340801"):
+    with pytest.raises(
+        DataError, match=r"train-labels-idx1-ubyte\.gz: not an IDX file \(magic number 0x12340801"
+    ):
         load_dataset(str(mnist_copy))
 
 
@@ -123,7 +134,9 @@ def test_truncated_payload_gives_expected_and_found_sizes(mnist_copy):
     path = mnist_copy / "t10k-images-idx3-ubyte.gz"
     payload = gzip.decompress(path.read_bytes())
     write_gz(path, payload[:100000])
-    message = r"t10k-images-idx3-ubyte\.gz: truncated, expected 392016 bytes of payload .*found 100000"
+    message = (
+        r"t10k-images-idx3-ubyte\.gz: truncated, expected 392016 bytes of payload .*found 100000"
+    )
     with pytest.raises(DataError, match=message):
         load_dataset(str(mnist_copy))
 
@@ -143,7 +156,10 @@ def test_extra_bytes_after_the_data_are_refused(mnist_copy):
 def test_image_and_label_counts_must_agree(mnist_copy):
     labels = read_idx(mnist_copy / "t10k-labels-idx1-ubyte.gz").array
     write_gz(mnist_copy / "t10k-labels-idx1-ubyte.gz", idx_payload(labels[:499]))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: 499 labels but .*t10k-images-idx3-ubyte\.gz holds 500 images"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte\.gz: 499 labels but .*t10k-images-idx3-ubyte\.gz holds 500 images",
+    ):
         load_dataset(str(mnist_copy))
 
 
@@ -151,7 +167,10 @@ def test_labels_out_of_range_name_the_file(mnist_copy, fixture_is_mnist):
     labels = read_idx(mnist_copy / "t10k-labels-idx1-ubyte.gz").array.copy()
     labels[7] = 12
     write_gz(mnist_copy / "t10k-labels-idx1-ubyte.gz", idx_payload(labels))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: label 12 at index 7 is out of range for 10 classes"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte\.gz: label 12 at index 7 is out of range for 10 classes",
+    ):
         load_dataset("mnist", data_dir=mnist_copy)
 
 
@@ -193,13 +212,16 @@ def test_nonexistent_folder_is_a_data_error(tmp_path):
 
 # --- where files are looked for ---------------------------------------------------------------
 
+
 def test_explicit_dir_may_hold_a_dataset_subfolder(fixtures_dir, tmp_path, fixture_is_mnist):
     shutil.copytree(fixtures_dir / "mnist-small", tmp_path / "data" / "mnist")
     data = load_dataset("mnist", data_dir=tmp_path / "data")
     assert data.verified and data.sources["train-images-idx3-ubyte"].origin == "explicit"
 
 
-def test_env_var_with_dataset_subfolders_is_used(fixtures_dir, tmp_path, monkeypatch, fixture_is_mnist):
+def test_env_var_with_dataset_subfolders_is_used(
+    fixtures_dir, tmp_path, monkeypatch, fixture_is_mnist
+):
     shutil.copytree(fixtures_dir / "mnist-small", tmp_path / "data" / "mnist")
     monkeypatch.setenv("MLPLAB_DATA", str(tmp_path / "data"))
     data = load_dataset("mnist", download=False)
@@ -221,7 +243,9 @@ def test_env_var_pointing_nowhere_is_noted_and_search_goes_on(
     assert any("MLPLAB_DATA=/nonexistent/mlplab-data does not exist" in note for note in data.notes)
 
 
-def test_env_copy_wins_over_cache(fixtures_dir, isolated_data_env, tmp_path, monkeypatch, fixture_is_mnist):
+def test_env_copy_wins_over_cache(
+    fixtures_dir, isolated_data_env, tmp_path, monkeypatch, fixture_is_mnist
+):
     shutil.copytree(fixtures_dir / "mnist-small", isolated_data_env / "mlplab" / "mnist")
     monkeypatch.setenv("MLPLAB_DATA", str(fixtures_dir / "mnist-small"))
     assert load_dataset("mnist", download=False).sources["train-images-idx3-ubyte"].origin == "env"
@@ -239,7 +263,9 @@ def test_corrupt_env_copy_is_an_error_even_with_a_good_cache(
 
 
 def test_system_copy_is_used_after_the_cache(fixtures_dir, monkeypatch, fixture_is_mnist):
-    monkeypatch.setitem(sources.SYSTEM_DIRS, "mnist", ["/nonexistent/system", str(fixtures_dir / "mnist-small")])
+    monkeypatch.setitem(
+        sources.SYSTEM_DIRS, "mnist", ["/nonexistent/system", str(fixtures_dir / "mnist-small")]
+    )
     data = load_dataset("mnist", download=False)
     assert data.sources["train-images-idx3-ubyte"].origin == "system"
     assert any("/nonexistent/system" in note for note in data.notes)
@@ -250,22 +276,34 @@ def test_nothing_found_gives_one_message_listing_every_place(isolated_data_env):
         load_dataset("mnist", download=False)
     message = str(caught.value)
     assert "\n" not in message
-    for expected in ("MLPLAB_DATA not set", str(isolated_data_env / "mlplab" / "mnist"),
-                     "downloading disabled", "set MLPLAB_DATA", "--data-dir", "mlplab data fetch"):
+    for expected in (
+        "MLPLAB_DATA not set",
+        str(isolated_data_env / "mlplab" / "mnist"),
+        "downloading disabled",
+        "set MLPLAB_DATA",
+        "--data-dir",
+        "mlplab data fetch",
+    ):
         assert expected in message
 
 
 def test_env_folder_holding_another_known_dataset_is_passed_over(
     fixtures_dir, isolated_data_env, monkeypatch, fixture_is_mnist
 ):
-    fashion = {stem: (read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").payload_bytes,
-                      read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").sha256)
-               for stem in sources.FILE_STEMS}
+    fashion = {
+        stem: (
+            read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").payload_bytes,
+            read_idx(fixtures_dir / "fashion-small" / f"{stem}.gz").sha256,
+        )
+        for stem in sources.FILE_STEMS
+    }
     monkeypatch.setitem(sources.CHECKSUMS, "fashion-mnist", fashion)
     shutil.copytree(fixtures_dir / "mnist-small", isolated_data_env / "mlplab" / "mnist")
     monkeypatch.setenv("MLPLAB_DATA", str(fixtures_dir / "fashion-small"))
     data = load_dataset("mnist", download=False)
     assert data.sources["train-images-idx3-ubyte"].origin == "cache"
     assert any("holds fashion-mnist, not mnist" in note for note in data.notes)
-    with pytest.raises(DataError, match="holds fashion-mnist, not mnist; use --dataset fashion-mnist"):
+    with pytest.raises(
+        DataError, match="holds fashion-mnist, not mnist; use --dataset fashion-mnist"
+    ):
         load_dataset("mnist", data_dir=fixtures_dir / "fashion-small")

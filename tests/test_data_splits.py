@@ -39,7 +39,9 @@ def test_validation_split_is_determined_by_the_seed(labels):
     assert not np.array_equal(first[1], other[1])
 
 
-@pytest.mark.parametrize("validation", [0, 2000, 5000, -3, 0.0, 1.0, 1.5, 0.0001, True, "10%", None])
+@pytest.mark.parametrize(
+    "validation", [0, 2000, 5000, -3, 0.0, 1.0, 1.5, 0.0001, True, "10%", None]
+)
 def test_impossible_validation_sizes_are_config_errors(labels, validation):
     with pytest.raises(ConfigError):
         data.validation_split(labels, validation, seed=0)

@@ -1,7 +1,7 @@
 """Gradient checks: every layer, both losses, the penalties, graphs and random DAGs, in float64.
 
 Each check compares the analytic backward pass with central differences through
-:func:`mlplab.gradcheck.check_gradients` and asserts the largest relative error is below
+:func:`mlplab.engine.gradcheck.check_gradients` and asserts the largest relative error is below
 ``gradcheck.TOLERANCE`` (1e-6). One test breaks a backward pass on purpose and asserts the checker
 notices, so a checker that passes everything cannot hide behind the others.
 """
@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplab import gradcheck
-from mlplab.architecture import build_network
-from mlplab.errors import ConfigError
-from mlplab.activations import (
+from mlplab.engine import gradcheck
+from mlplab.engine.activations import (
     ELU,
     LeakyReLU,
     Linear,
@@ -24,11 +22,13 @@ from mlplab.activations import (
     Softmax,
     Tanh,
 )
-from mlplab.graph import Network, Node
-from mlplab.layers import Add, Concat, Dense, Dropout, make_layer
-from mlplab.losses import MeanSquaredError, SoftmaxCrossEntropy
-from mlplab.normalization import BatchNorm, LayerNorm
-from mlplab.regularizers import Regularization
+from mlplab.engine.architecture import build_network
+from mlplab.engine.graph import Network, Node
+from mlplab.engine.layers import Add, Concat, Dense, Dropout, make_layer
+from mlplab.engine.losses import MeanSquaredError, SoftmaxCrossEntropy
+from mlplab.engine.normalization import BatchNorm, LayerNorm
+from mlplab.engine.regularizers import Regularization
+from mlplab.errors import ConfigError
 
 TOLERANCE = gradcheck.TOLERANCE
 INPUT_SIZE, N_CLASSES, BATCH = 6, 4, 8
@@ -49,8 +49,9 @@ def randomize_norm_params(network, seed=2):
 
 def check(network, loss=None, regularization=None, seed=1):
     x, labels = data(seed, network.input_size, network.sizes[network.output])
-    return gradcheck.check_gradients(network, loss or SoftmaxCrossEntropy(), x, labels,
-                                     regularization)
+    return gradcheck.check_gradients(
+        network, loss or SoftmaxCrossEntropy(), x, labels, regularization
+    )
 
 
 def assert_passes(result):
@@ -61,10 +62,17 @@ def assert_passes(result):
 
 # ----------------------------------------------------------------- each layer on its own
 LAYERS = {
-    "linear": Linear, "sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU,
-    "leaky-relu": lambda: LeakyReLU(0.1), "shifted-relu": lambda: ShiftedReLU(-1.0),
-    "elu": lambda: ELU(1.3), "softmax": Softmax, "dropout (fixed mask)": lambda: Dropout(0.4),
-    "layernorm": LayerNorm, "batchnorm (training mode)": BatchNorm,
+    "linear": Linear,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leaky-relu": lambda: LeakyReLU(0.1),
+    "shifted-relu": lambda: ShiftedReLU(-1.0),
+    "elu": lambda: ELU(1.3),
+    "softmax": Softmax,
+    "dropout (fixed mask)": lambda: Dropout(0.4),
+    "layernorm": LayerNorm,
+    "batchnorm (training mode)": BatchNorm,
 }
 
 
@@ -75,14 +83,26 @@ def test_dense_layer_alone_has_exact_gradients():
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_each_layer_between_two_dense_layers_has_exact_gradients(name):
-    network = Network.stack(INPUT_SIZE, [Dense(5), LAYERS[name](), Dense(N_CLASSES)],
-                            dtype=np.float64)
+    network = Network.stack(
+        INPUT_SIZE, [Dense(5), LAYERS[name](), Dense(N_CLASSES)], dtype=np.float64
+    )
     randomize_norm_params(network)
     assert_passes(check(network))
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "elu", "softmax", "layernorm",
-                                  "batchnorm (training mode)", "dropout (fixed mask)"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sigmoid",
+        "tanh",
+        "relu",
+        "elu",
+        "softmax",
+        "layernorm",
+        "batchnorm (training mode)",
+        "dropout (fixed mask)",
+    ],
+)
 def test_each_layer_reading_the_input_directly_has_exact_input_gradients(name):
     network = Network.stack(INPUT_SIZE, [LAYERS[name](), Dense(N_CLASSES)], dtype=np.float64)
     randomize_norm_params(network)
@@ -90,8 +110,9 @@ def test_each_layer_reading_the_input_directly_has_exact_input_gradients(name):
 
 
 def test_dropout_gradient_check_really_uses_a_mask():
-    network = Network.stack(INPUT_SIZE, [Dense(50), Dropout(0.5), Dense(N_CLASSES)],
-                            dtype=np.float64)
+    network = Network.stack(
+        INPUT_SIZE, [Dense(50), Dropout(0.5), Dense(N_CLASSES)], dtype=np.float64
+    )
     x, labels = data()
     network.forward(x, training=True)
     dropout = network.nodes["dropout2"].layer
@@ -113,8 +134,7 @@ def test_mse_loss_has_exact_gradients_for_every_output_activation(output_activat
 
 @pytest.mark.parametrize("settings", [{"l1": 1e-2}, {"l2": 1e-1}, {"l1": 1e-3, "l2": 1e-2}])
 def test_l1_and_l2_penalty_gradients_are_exact(settings):
-    network = Network.stack(INPUT_SIZE, [Dense(5), Sigmoid(), Dense(N_CLASSES)],
-                            dtype=np.float64)
+    network = Network.stack(INPUT_SIZE, [Dense(5), Sigmoid(), Dense(N_CLASSES)], dtype=np.float64)
     assert_passes(check(network, regularization=Regularization(**settings)))
 
 
@@ -126,22 +146,28 @@ def test_skip_connection_and_concat_graph_has_exact_gradients():
 
 
 def test_add_of_three_inputs_has_exact_gradients():
-    network = Network(INPUT_SIZE, [
-        Node("a", Dense(5), ["input"]),
-        Node("b", Dense(5), ["input"]),
-        Node("b_act", Tanh(), ["b"]),
-        Node("c", Dense(5), ["a"]),
-        Node("sum", Add(), ["a", "b_act", "c"]),
-        Node("act", Sigmoid(), ["sum"]),
-        Node("logits", Dense(N_CLASSES), ["act"]),
-    ], dtype=np.float64)
+    network = Network(
+        INPUT_SIZE,
+        [
+            Node("a", Dense(5), ["input"]),
+            Node("b", Dense(5), ["input"]),
+            Node("b_act", Tanh(), ["b"]),
+            Node("c", Dense(5), ["a"]),
+            Node("sum", Add(), ["a", "b_act", "c"]),
+            Node("act", Sigmoid(), ["sum"]),
+            Node("logits", Dense(N_CLASSES), ["act"]),
+        ],
+        dtype=np.float64,
+    )
     assert_passes(check(network))
 
 
 def test_architecture_string_with_every_step_has_exact_gradients():
     result = gradcheck.check_architecture(
         "dropout(0.2),7:layernorm:elu,6:batchnorm:leaky-relu(0.2),5:shifted-relu(-1):dropout(0.3)",
-        input_size=INPUT_SIZE, n_classes=N_CLASSES)
+        input_size=INPUT_SIZE,
+        n_classes=N_CLASSES,
+    )
     assert_passes(result)
 
 
@@ -153,10 +179,25 @@ def test_built_in_suite_passes_completely():
 
 
 # ----------------------------------------------------------------- random DAGs
-ACTIVATION_STEPS = ["sigmoid", "tanh", "relu", "leaky-relu", "shifted-relu", "elu", "softmax",
-                    "linear", "layernorm", "batchnorm", "dropout"]
-STEP_OPTIONS = {"leaky-relu": {"slope": 0.1}, "shifted-relu": {"floor": -1.0},
-                "elu": {"alpha": 0.7}, "dropout": {"rate": 0.3}}
+ACTIVATION_STEPS = [
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky-relu",
+    "shifted-relu",
+    "elu",
+    "softmax",
+    "linear",
+    "layernorm",
+    "batchnorm",
+    "dropout",
+]
+STEP_OPTIONS = {
+    "leaky-relu": {"slope": 0.1},
+    "shifted-relu": {"floor": -1.0},
+    "elu": {"alpha": 0.7},
+    "dropout": {"rate": 0.3},
+}
 
 
 def random_dag(seed, input_size=INPUT_SIZE, n_classes=N_CLASSES, n_steps=None):
@@ -256,9 +297,11 @@ def in_place_mismatches(seed):
         copied_logits, copied_grads = run(False, training)
         if not np.allclose(planned_logits, copied_logits, rtol=1e-12, atol=1e-12):
             mismatches.append(f"logits (training={training})")
-        mismatches += [name for name in copied_grads
-                       if not np.allclose(planned_grads[name], copied_grads[name],
-                                          rtol=1e-12, atol=1e-12)]
+        mismatches += [
+            name
+            for name in copied_grads
+            if not np.allclose(planned_grads[name], copied_grads[name], rtol=1e-12, atol=1e-12)
+        ]
     return mismatches
 
 
@@ -268,7 +311,8 @@ def test_in_place_planning_never_changes_the_results_of_150_random_dags():
     failures = {seed: in_place_mismatches(seed) for seed in range(150)}
     failures = {seed: where for seed, where in failures.items() if where}
     assert not failures, "in-place planning corrupted results:\n" + "\n".join(
-        f"seed {seed}: {where}\n  {random_dag(seed)['nodes']}" for seed, where in failures.items())
+        f"seed {seed}: {where}\n  {random_dag(seed)['nodes']}" for seed, where in failures.items()
+    )
 
 
 # ----------------------------------------------------------------- the checker itself
@@ -283,8 +327,7 @@ def test_checker_detects_relu_backward_that_ignores_the_mask(monkeypatch):
 
 
 def test_checker_detects_layernorm_backward_missing_the_mean_terms(monkeypatch):
-    network = Network.stack(INPUT_SIZE, [Dense(8), LayerNorm(), Dense(N_CLASSES)],
-                            dtype=np.float64)
+    network = Network.stack(INPUT_SIZE, [Dense(8), LayerNorm(), Dense(N_CLASSES)], dtype=np.float64)
     randomize_norm_params(network)
 
     def shortcut(self, grad_out):  # the common wrong shortcut: grad * gamma / std
@@ -296,8 +339,7 @@ def test_checker_detects_layernorm_backward_missing_the_mean_terms(monkeypatch):
 
 
 def test_checker_detects_a_wrong_bias_gradient(monkeypatch):
-    network = Network.stack(INPUT_SIZE, [Dense(8), Sigmoid(), Dense(N_CLASSES)],
-                            dtype=np.float64)
+    network = Network.stack(INPUT_SIZE, [Dense(8), Sigmoid(), Dense(N_CLASSES)], dtype=np.float64)
     original = Dense.backward
 
     def doubled_bias(self, grad_out):

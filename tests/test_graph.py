@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from mlplab.activations import Linear, ReLU, Sigmoid, Tanh
-from mlplab.architecture import network_from_string
+from mlplab.engine.activations import Linear, ReLU, Sigmoid, Tanh
+from mlplab.engine.architecture import network_from_string
+from mlplab.engine.graph import Network, Node
+from mlplab.engine.layers import Add, Concat, Dense, Dropout
+from mlplab.engine.losses import SoftmaxCrossEntropy
+from mlplab.engine.normalization import BatchNorm
+from mlplab.engine.optimizers import SGD
 from mlplab.errors import ConfigError
-from mlplab.graph import Network, Node
-from mlplab.layers import Add, Concat, Dense, Dropout
-from mlplab.losses import SoftmaxCrossEntropy
-from mlplab.normalization import BatchNorm
-from mlplab.optimizers import SGD
 
 
 def rows(n=4, size=5, seed=0):
@@ -67,8 +67,9 @@ def test_output_defaults_to_the_last_node_listed():
 
 def test_a_cycle_is_a_config_error_naming_its_nodes():
     with pytest.raises(ConfigError, match=r"cycle through node\(s\) .*\ba\b.*\bb\b"):
-        Network(5, [Node("a", Dense(4), ["b"]), Node("b", ReLU(), ["a"]),
-                    Node("out", Dense(2), ["b"])])
+        Network(
+            5, [Node("a", Dense(4), ["b"]), Node("b", ReLU(), ["a"]), Node("out", Dense(2), ["b"])]
+        )
     with pytest.raises(ConfigError, match="cycle through node.*self"):
         Network(5, [Node("self", ReLU(), ["self"]), Node("out", Dense(2), ["self"])])
 
@@ -80,14 +81,27 @@ def test_an_input_that_names_no_node_is_a_config_error():
 
 def test_a_node_that_does_not_lead_to_the_output_is_a_config_error():
     with pytest.raises(ConfigError, match="orphan.*do not lead to the output 'out'"):
-        Network(5, [Node("hidden", Dense(4)), Node("orphan", Tanh(), ["hidden"]),
-                    Node("out", Dense(2), ["hidden"])])
+        Network(
+            5,
+            [
+                Node("hidden", Dense(4)),
+                Node("orphan", Tanh(), ["hidden"]),
+                Node("out", Dense(2), ["hidden"]),
+            ],
+        )
 
 
 def test_add_of_mismatched_sizes_is_a_config_error_naming_the_node():
     with pytest.raises(ConfigError, match="node 'sum'.*equal size.*\\[4, 3\\]"):
-        Network(5, [Node("a", Dense(4)), Node("b", Dense(3)), Node("sum", Add(), ["a", "b"]),
-                    Node("out", Dense(2), ["sum"])])
+        Network(
+            5,
+            [
+                Node("a", Dense(4)),
+                Node("b", Dense(3)),
+                Node("sum", Add(), ["a", "b"]),
+                Node("out", Dense(2), ["sum"]),
+            ],
+        )
 
 
 def test_wrong_number_of_inputs_is_a_config_error():
@@ -147,8 +161,14 @@ def test_summary_lists_batchnorm_buffers_separately():
 
 def test_parameters_are_named_node_dot_param_in_topological_order():
     network = Network(5, skip_nodes())
-    assert list(network.params) == ["hidden.weight", "hidden.bias", "project.weight",
-                                    "project.bias", "logits.weight", "logits.bias"]
+    assert list(network.params) == [
+        "hidden.weight",
+        "hidden.bias",
+        "project.weight",
+        "project.bias",
+        "logits.weight",
+        "logits.bias",
+    ]
     assert list(network.grads) == list(network.params)
     assert all(network.grads[n].shape == p.shape for n, p in network.params.items())
     assert network.params["project.weight"].shape == (6, 12)  # (out, in)
@@ -174,8 +194,9 @@ def test_networks_use_the_requested_dtype_throughout():
 def test_predict_logits_in_batches_equals_one_big_forward():
     network = network_from_string("16:relu", 5, 3, dtype=np.float64)
     x = rows(23, 5)
-    np.testing.assert_allclose(network.predict_logits(x, batch_size=4), network.forward(x),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        network.predict_logits(x, batch_size=4), network.forward(x), rtol=1e-13
+    )
 
 
 # ----------------------------------------------------------------- in-place safety
@@ -191,14 +212,19 @@ def test_activation_on_a_fan_out_is_not_planned_in_place():
 
 def test_fan_out_of_an_activation_gives_the_hand_computed_outputs_and_gradients():
     """relu(hidden) is read by both a sigmoid and a tanh: neither may overwrite it."""
-    network = Network(4, [
-        Node("hidden", Dense(5), ["input"]),
-        Node("relu", ReLU(), ["hidden"]),
-        Node("sig", Sigmoid(), ["relu"]),
-        Node("tanh", Tanh(), ["relu"]),
-        Node("both", Concat(), ["sig", "tanh"]),
-        Node("logits", Dense(3), ["both"]),
-    ], dtype=np.float64, seed=1)
+    network = Network(
+        4,
+        [
+            Node("hidden", Dense(5), ["input"]),
+            Node("relu", ReLU(), ["hidden"]),
+            Node("sig", Sigmoid(), ["relu"]),
+            Node("tanh", Tanh(), ["relu"]),
+            Node("both", Concat(), ["sig", "tanh"]),
+            Node("logits", Dense(3), ["both"]),
+        ],
+        dtype=np.float64,
+        seed=1,
+    )
     x, labels = rows(6, 4), np.array([0, 1, 2, 2, 1, 0])
     W1, b1 = network.params["hidden.weight"], network.params["hidden.bias"]
     b1[...] = [0.1, -0.2, 0.3, 0.0, 0.05]
@@ -223,20 +249,24 @@ def test_fan_out_of_an_activation_gives_the_hand_computed_outputs_and_gradients(
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("passthrough", ["dropout", "linear"])
-def test_residual_block_with_a_passthrough_layer_keeps_the_skip_input_intact(passthrough,
-                                                                              training):
+def test_residual_block_with_a_passthrough_layer_keeps_the_skip_input_intact(passthrough, training):
     """hidden -> dropout/linear -> relu -> project, added back to hidden. Dropout at inference
     (and Linear always) hands its input on unchanged, so a ReLU planned in place after it
     would overwrite ``hidden``, which the skip connection still has to read."""
     middle = Dropout(0.5) if passthrough == "dropout" else Linear()
-    network = Network(4, [
-        Node("hidden", Dense(5), ["input"]),
-        Node("drop", middle, ["hidden"]),
-        Node("act", ReLU(), ["drop"]),
-        Node("project", Dense(5), ["act"]),
-        Node("skip", Add(), ["project", "hidden"]),
-        Node("logits", Dense(3), ["skip"]),
-    ], dtype=np.float64, seed=2)
+    network = Network(
+        4,
+        [
+            Node("hidden", Dense(5), ["input"]),
+            Node("drop", middle, ["hidden"]),
+            Node("act", ReLU(), ["drop"]),
+            Node("project", Dense(5), ["act"]),
+            Node("skip", Add(), ["project", "hidden"]),
+            Node("logits", Dense(3), ["skip"]),
+        ],
+        dtype=np.float64,
+        seed=2,
+    )
     x = rows(6, 4, seed=3)
     P = network.params
     logits = network.forward(x, training=training)
@@ -244,8 +274,12 @@ def test_residual_block_with_a_passthrough_layer_keeps_the_skip_input_intact(pas
     h = x @ P["hidden.weight"].T + P["hidden.bias"]
     block = np.maximum(h * mask, 0.0) @ P["project.weight"].T + P["project.bias"]
     expected = (block + h) @ P["logits.weight"].T + P["logits.bias"]
-    np.testing.assert_allclose(logits, expected, rtol=1e-12,
-                               err_msg="the skip connection read a value overwritten in place")
+    np.testing.assert_allclose(
+        logits,
+        expected,
+        rtol=1e-12,
+        err_msg="the skip connection read a value overwritten in place",
+    )
 
 
 @pytest.mark.parametrize("architecture", ["dropout(0.2),tanh,16:relu", "linear,sigmoid,16:relu"])
@@ -259,22 +293,30 @@ def test_forward_never_changes_the_callers_input_array(architecture, training):
 
 
 def test_batchnorm_after_a_fan_out_gets_the_gradients_of_both_readers():
-    network = Network(4, [
-        Node("hidden", Dense(5), ["input"]),
-        Node("norm", BatchNorm(), ["hidden"]),
-        Node("act", Sigmoid(), ["norm"]),
-        Node("skip", Add(), ["act", "norm"]),
-        Node("logits", Dense(3), ["skip"]),
-    ], dtype=np.float64)
+    network = Network(
+        4,
+        [
+            Node("hidden", Dense(5), ["input"]),
+            Node("norm", BatchNorm(), ["hidden"]),
+            Node("act", Sigmoid(), ["norm"]),
+            Node("skip", Add(), ["act", "norm"]),
+            Node("logits", Dense(3), ["skip"]),
+        ],
+        dtype=np.float64,
+    )
     assert not network.nodes["act"].layer.inplace
     x, labels = rows(6, 4), np.array([0, 1, 2, 0, 1, 2])
-    copied = Network(4, [
-        Node("hidden", Dense(5), ["input"]),
-        Node("norm", BatchNorm(), ["hidden"]),
-        Node("act", Sigmoid(), ["norm"]),
-        Node("skip", Add(), ["act", "norm"]),
-        Node("logits", Dense(3), ["skip"]),
-    ], dtype=np.float64)
+    copied = Network(
+        4,
+        [
+            Node("hidden", Dense(5), ["input"]),
+            Node("norm", BatchNorm(), ["hidden"]),
+            Node("act", Sigmoid(), ["norm"]),
+            Node("skip", Add(), ["act", "norm"]),
+            Node("logits", Dense(3), ["skip"]),
+        ],
+        dtype=np.float64,
+    )
     for node in copied.nodes.values():
         node.layer.inplace = False
     logits, grads = logits_and_grads(network, x, labels)
@@ -292,8 +334,12 @@ def test_one_sgd_step_of_a_2_2_2_sigmoid_network_matches_the_hand_computation():
     b1 = np.array([0.1, -0.1])
     W2 = np.array([[0.5, -0.5], [0.2, 0.3]])
     b2 = np.array([0.0, 0.1])
-    for name, value in [("dense1.weight", W1), ("dense1.bias", b1), ("dense3.weight", W2),
-                        ("dense3.bias", b2)]:
+    for name, value in [
+        ("dense1.weight", W1),
+        ("dense1.bias", b1),
+        ("dense3.weight", W2),
+        ("dense3.bias", b2),
+    ]:
         network.params[name][...] = value
 
     # forward, entry by entry

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mlplab.data.images import load_image, load_images
 from mlplab.errors import DataError
-from mlplab.images import load_image, load_images
 
 
 def draw_digit(path, ink=255, paper=0, size=(120, 160), mode="L", **save_options):

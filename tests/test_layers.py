@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mlplab.activations import (
+from mlplab.engine.activations import (
     ELU,
     LeakyReLU,
     Linear,
@@ -20,10 +20,10 @@ from mlplab.activations import (
     sigmoid,
     softmax,
 )
+from mlplab.engine.graph import Network
+from mlplab.engine.layers import LAYER_TYPES, Add, Concat, Dense, Dropout, make_layer
+from mlplab.engine.normalization import BatchNorm, LayerNorm
 from mlplab.errors import ConfigError
-from mlplab.graph import Network
-from mlplab.layers import LAYER_TYPES, Add, Concat, Dense, Dropout, make_layer
-from mlplab.normalization import BatchNorm, LayerNorm
 
 
 def built(layer, size=5, dtype=np.float64, seed=0):
@@ -41,8 +41,16 @@ def test_dense_computes_x_times_weight_transposed_plus_bias():
     assert layer.params["weight"].shape == (3, 4)  # (out, in) like torch.nn.Linear
     layer.params["bias"][...] = [1.0, -2.0, 0.5]
     x = rows(2, 4)
-    expected = np.array([[sum(x[i, k] * layer.params["weight"][j, k] for k in range(4))
-                          + layer.params["bias"][j] for j in range(3)] for i in range(2)])
+    expected = np.array(
+        [
+            [
+                sum(x[i, k] * layer.params["weight"][j, k] for k in range(4))
+                + layer.params["bias"][j]
+                for j in range(3)
+            ]
+            for i in range(2)
+        ]
+    )
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12)
 
 
@@ -80,8 +88,18 @@ def test_first_dense_layer_skips_the_input_gradient_unless_it_is_asked_for():
 
 
 def test_layer_config_rebuilds_an_equal_layer_through_the_registry():
-    for layer in [Dense(7, init="he-normal"), Dropout(0.25), LeakyReLU(0.2), ShiftedReLU(-2.0),
-                  ELU(0.5), LayerNorm(1e-4), BatchNorm(0.8, 1e-3), Sigmoid(), Add(), Concat()]:
+    for layer in [
+        Dense(7, init="he-normal"),
+        Dropout(0.25),
+        LeakyReLU(0.2),
+        ShiftedReLU(-2.0),
+        ELU(0.5),
+        LayerNorm(1e-4),
+        BatchNorm(0.8, 1e-3),
+        Sigmoid(),
+        Add(),
+        Concat(),
+    ]:
         rebuilt = make_layer(layer.type_name, **layer.config())
         assert type(rebuilt) is type(layer) and rebuilt.config() == layer.config()
         assert LAYER_TYPES[layer.type_name] is type(layer)
@@ -137,8 +155,7 @@ def test_dropout_rejects_rates_outside_zero_to_one():
 
 def test_dropout_in_place_after_dense_gives_the_same_results_as_with_a_copy():
     def run(inplace):
-        network = Network.stack(6, [Dense(8), Dropout(0.5), Dense(3)], dtype=np.float64,
-                                seed=3)
+        network = Network.stack(6, [Dense(8), Dropout(0.5), Dense(3)], dtype=np.float64, seed=3)
         assert network.nodes["dropout2"].layer.inplace  # planned: Dense's output is free
         network.nodes["dropout2"].layer.inplace = inplace
         logits = network.forward(rows(5, 6), training=True).copy()
@@ -198,8 +215,7 @@ FORMULAS = {
 def test_activation_forward_matches_its_textbook_formula(name):
     make, formula = FORMULAS[name]
     x = rows(6, 5, scale=2.0)
-    np.testing.assert_allclose(built(make()).forward(x.copy()), formula(x), rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(built(make()).forward(x.copy()), formula(x), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", [n for n in FORMULAS if n != "softmax"])
@@ -211,8 +227,7 @@ def test_activation_backward_matches_a_central_difference_elementwise(name):
     grad_out = rows(6, 5, seed=4)
     h = 1e-6
     numeric = (formula(x + h) - formula(x - h)) / (2 * h)
-    np.testing.assert_allclose(layer.backward(grad_out), grad_out * numeric, rtol=1e-6,
-                               atol=1e-8)
+    np.testing.assert_allclose(layer.backward(grad_out), grad_out * numeric, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -276,8 +291,9 @@ def test_relu_followed_by_dropout_has_correct_gradients_in_a_network():
     h = x @ dense1.params["weight"].T + dense1.params["bias"]
     grad_h = (grad_logits @ dense4.params["weight"]) * mask * (h > 0)
     np.testing.assert_allclose(dense1.grads["weight"], grad_h.T @ x, rtol=1e-12)
-    np.testing.assert_allclose(dense4.grads["weight"], grad_logits.T @ (np.maximum(h, 0) * mask),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        dense4.grads["weight"], grad_logits.T @ (np.maximum(h, 0) * mask), rtol=1e-12
+    )
 
 
 # ----------------------------------------------------------------- normalization
@@ -295,8 +311,9 @@ def test_layernorm_applies_gamma_and_beta_per_feature():
     layer.params["beta"][...] = [0, 0, 0, 0, 10]
     x = rows(3, 5)
     x_hat = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-5)
-    np.testing.assert_allclose(layer.forward(x), x_hat * [1, 2, 3, 4, 5] + [0, 0, 0, 0, 10],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        layer.forward(x), x_hat * [1, 2, 3, 4, 5] + [0, 0, 0, 0, 10], rtol=1e-12
+    )
 
 
 def test_batchnorm_training_normalizes_each_feature_over_the_batch():
@@ -312,12 +329,16 @@ def test_batchnorm_running_statistics_update_with_momentum_and_unbiased_variance
     x = rows(8, 3, scale=2.0) + 4.0
     layer.forward(x, training=True)
     np.testing.assert_allclose(layer.buffers["running_mean"], 0.1 * x.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(layer.buffers["running_var"], 0.9 + 0.1 * x.var(axis=0, ddof=1),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        layer.buffers["running_var"], 0.9 + 0.1 * x.var(axis=0, ddof=1), rtol=1e-12
+    )
     x2 = rows(8, 3, seed=5)
     layer.forward(x2, training=True)
-    np.testing.assert_allclose(layer.buffers["running_mean"],
-                               0.9 * 0.1 * x.mean(axis=0) + 0.1 * x2.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        layer.buffers["running_mean"],
+        0.9 * 0.1 * x.mean(axis=0) + 0.1 * x2.mean(axis=0),
+        rtol=1e-12,
+    )
 
 
 def test_batchnorm_inference_uses_the_running_statistics_not_the_batch():
@@ -333,9 +354,11 @@ def test_batchnorm_inference_uses_the_running_statistics_not_the_batch():
     np.testing.assert_array_equal(layer.buffers["running_mean"], [1.0, 2.0, 3.0])
     grad_out = rows(5, 3, seed=1)
     layer.forward(x, training=False)
-    np.testing.assert_allclose(layer.backward(grad_out),
-                               grad_out * [2, 1, 1] / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-5),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        layer.backward(grad_out),
+        grad_out * [2, 1, 1] / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-5),
+        rtol=1e-12,
+    )
 
 
 def test_batchnorm_refuses_a_single_example_batch_while_training():

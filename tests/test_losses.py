@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlplab.engine.losses import MeanSquaredError, SoftmaxCrossEntropy, make_loss
 from mlplab.errors import ConfigError
-from mlplab.losses import MeanSquaredError, SoftmaxCrossEntropy, make_loss
 
 
 def reference_cross_entropy(logits, labels):
@@ -43,7 +43,7 @@ def test_cross_entropy_of_each_row_does_not_depend_on_the_other_rows_scale():
     rows = np.array([[1000.0, 999.0, 998.0], [-1000.0, -1001.0, -1003.0], [0.5, -0.5, 2.0]])
     labels = np.array([1, 2, 0])
     loss = SoftmaxCrossEntropy()
-    alone = [loss.forward(rows[i:i + 1], labels[i:i + 1]) for i in range(3)]
+    alone = [loss.forward(rows[i : i + 1], labels[i : i + 1]) for i in range(3)]
     together = loss.forward(rows, labels)
     assert np.isfinite(together)
     assert together == pytest.approx(np.mean(alone), rel=1e-14)
@@ -65,8 +65,7 @@ def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n():
     loss = SoftmaxCrossEntropy()
     loss.forward(logits, labels)
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(loss.backward(), (p - onehot(labels, 4)) / 7, rtol=1e-12,
-                               atol=1e-16)
+    np.testing.assert_allclose(loss.backward(), (p - onehot(labels, 4)) / 7, rtol=1e-12, atol=1e-16)
 
 
 def test_cross_entropy_does_not_change_the_logits():
@@ -110,8 +109,7 @@ def test_mse_is_half_the_squared_distance_to_onehot_averaged_over_rows():
     }
     for name, a in activations.items():
         expected = 0.5 * np.mean(np.sum((a - onehot(labels, 3)) ** 2, axis=1))
-        assert MeanSquaredError(name).forward(logits, labels) == pytest.approx(expected,
-                                                                               rel=1e-13)
+        assert MeanSquaredError(name).forward(logits, labels) == pytest.approx(expected, rel=1e-13)
 
 
 @pytest.mark.parametrize("output_activation", ["sigmoid", "softmax", "linear"])

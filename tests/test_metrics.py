@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from mlplab.metrics import (
+from mlplab.training.metrics import (
     accuracy,
     confusion_matrix,
     evaluate_predictions,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mlplab.data import load_dataset
-from mlplab.model import Model
-from mlplab.optimizers import make_optimizer
-from mlplab.train import History
+from mlplab.engine.optimizers import make_optimizer
+from mlplab.training.loop import History
+from mlplab.training.model import Model
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 CLASSES = [str(i) for i in range(10)]
@@ -29,8 +29,15 @@ def data():
 def trained(data):
     x_train, y_train, _, _ = data
     model = Model.build("32:relu", 784, CLASSES, seed=0)
-    history = model.fit(x_train, y_train, optimizer=make_optimizer("adam", 3e-3), epochs=2,
-                        batch_size=64, threads=1, progress=False)
+    history = model.fit(
+        x_train,
+        y_train,
+        optimizer=make_optimizer("adam", 3e-3),
+        epochs=2,
+        batch_size=64,
+        threads=1,
+        progress=False,
+    )
     return model, history
 
 
@@ -97,11 +104,19 @@ def test_saved_model_loads_without_pickle(trained, tmp_path):
 def test_mse_model_round_trips_its_loss_and_output_activation(data, tmp_path):
     x_train, y_train, x_test, _ = data
     model = Model.build("16:tanh", 784, CLASSES, loss="mse", output_activation="softmax", seed=1)
-    model.fit(x_train[:200], y_train[:200], optimizer=make_optimizer("sgd", 0.5), epochs=1,
-              batch_size=50, threads=1, progress=False)
+    model.fit(
+        x_train[:200],
+        y_train[:200],
+        optimizer=make_optimizer("sgd", 0.5),
+        epochs=1,
+        batch_size=50,
+        threads=1,
+        progress=False,
+    )
     path = tmp_path / "mse.npz"
     model.save(path)
     loaded = Model.load(path)
     assert loaded.loss.name == "mse" and loaded.loss.output_activation == "softmax"
-    np.testing.assert_array_equal(loaded.predict_proba(x_test[:20]),
-                                  model.predict_proba(x_test[:20]))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(x_test[:20]), model.predict_proba(x_test[:20])
+    )

@@ -11,13 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplab import optimizers
+from mlplab.engine import optimizers
+from mlplab.engine.optimizers import PARALLEL_MIN_SIZE, make_optimizer, set_threads
 from mlplab.errors import ConfigError
-from mlplab.optimizers import PARALLEL_MIN_SIZE, make_optimizer, set_threads
 
 STEPS = 6
-SHAPES = {"big.weight": (300, 300), "big.bias": (300,), "small.weight": (4, 7),
-          "norm.gamma": (7,)}
+SHAPES = {"big.weight": (300, 300), "big.bias": (300,), "small.weight": (4, 7), "norm.gamma": (7,)}
 
 
 @pytest.fixture
@@ -31,8 +30,13 @@ def threads():
 def problem(seed=0):
     rng = np.random.default_rng(seed)
     params = {name: rng.standard_normal(shape) for name, shape in SHAPES.items()}
-    grads = [{name: rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 10.0])
-              for name, shape in SHAPES.items()} for _ in range(STEPS)]
+    grads = [
+        {
+            name: rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 10.0])
+            for name, shape in SHAPES.items()
+        }
+        for _ in range(STEPS)
+    ]
     return params, grads
 
 
@@ -90,19 +94,29 @@ def reference_adam(p, gs, lr, b1, b2, eps, weight_decay=0.0):
 
 CASES = {
     "sgd": ({}, lambda p, gs, name: reference_sgd(p, gs, 0.1)),
-    "momentum": ({"momentum": 0.9},
-                 lambda p, gs, name: reference_momentum(p, gs, 0.1, 0.9)),
-    "dampened momentum": ({"momentum": 0.8, "dampened": True},
-                          lambda p, gs, name: reference_dampened_momentum(p, gs, 0.1, 0.8)),
-    "nesterov": ({"momentum": 0.9, "nesterov": True},
-                 lambda p, gs, name: reference_nesterov(p, gs, 0.1, 0.9)),
-    "rmsprop": ({"rho": 0.9, "eps": 1e-8},
-                lambda p, gs, name: reference_rmsprop(p, gs, 0.1, 0.9, 1e-8)),
-    "adam": ({"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-             lambda p, gs, name: reference_adam(p, gs, 0.1, 0.9, 0.999, 1e-8)),
-    "adamw": ({"weight_decay": 0.05},
-              lambda p, gs, name: reference_adam(p, gs, 0.1, 0.9, 0.999, 1e-8,
-                                                 0.05 if name.endswith(".weight") else 0.0)),
+    "momentum": ({"momentum": 0.9}, lambda p, gs, name: reference_momentum(p, gs, 0.1, 0.9)),
+    "dampened momentum": (
+        {"momentum": 0.8, "dampened": True},
+        lambda p, gs, name: reference_dampened_momentum(p, gs, 0.1, 0.8),
+    ),
+    "nesterov": (
+        {"momentum": 0.9, "nesterov": True},
+        lambda p, gs, name: reference_nesterov(p, gs, 0.1, 0.9),
+    ),
+    "rmsprop": (
+        {"rho": 0.9, "eps": 1e-8},
+        lambda p, gs, name: reference_rmsprop(p, gs, 0.1, 0.9, 1e-8),
+    ),
+    "adam": (
+        {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        lambda p, gs, name: reference_adam(p, gs, 0.1, 0.9, 0.999, 1e-8),
+    ),
+    "adamw": (
+        {"weight_decay": 0.05},
+        lambda p, gs, name: reference_adam(
+            p, gs, 0.1, 0.9, 0.999, 1e-8, 0.05 if name.endswith(".weight") else 0.0
+        ),
+    ),
 }
 ENGINE_NAME = {"dampened momentum": "momentum", "nesterov": "momentum"}
 
@@ -121,9 +135,14 @@ def run_reference(case, dtype, seed=0):
     _, reference = CASES[case]
     params, grads = problem(seed)
     # the reference starts from the values the engine sees (rounded to dtype), in float64
-    return {name: reference(p.astype(dtype).astype(np.float64),
-                            [g[name].astype(dtype).astype(np.float64) for g in grads], name)
-            for name, p in params.items()}
+    return {
+        name: reference(
+            p.astype(dtype).astype(np.float64),
+            [g[name].astype(dtype).astype(np.float64) for g in grads],
+            name,
+        )
+        for name, p in params.items()
+    }
 
 
 def relative_difference(actual, expected):
@@ -169,9 +188,16 @@ def test_one_and_two_threads_give_bit_identical_updates(case, threads):
         np.testing.assert_array_equal(one[name], three[name], err_msg=name)
 
 
-@pytest.mark.parametrize("case, names", [
-    ("sgd", set()), ("momentum", {"velocity"}), ("rmsprop", {"square_avg"}),
-    ("adam", {"m", "v"}), ("adamw", {"m", "v"})])
+@pytest.mark.parametrize(
+    "case, names",
+    [
+        ("sgd", set()),
+        ("momentum", {"velocity"}),
+        ("rmsprop", {"square_avg"}),
+        ("adam", {"m", "v"}),
+        ("adamw", {"m", "v"}),
+    ],
+)
 def test_optimizer_state_is_a_dict_of_named_arrays(case, names):
     _, optimizer = run_engine(case, np.float32)
     state = optimizer.state
@@ -217,8 +243,9 @@ def test_adamw_decays_weights_but_not_biases_or_norm_scales():
 def test_adam_first_step_moves_each_entry_by_about_the_learning_rate():
     params = {"w.weight": np.zeros(5)}
     make_optimizer("adam", 0.01).update(params, {"w.weight": np.array([1e-4, -3, 50, 1, -1e3])})
-    np.testing.assert_allclose(params["w.weight"], -0.01 * np.sign([1e-4, -3, 50, 1, -1e3]),
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+        params["w.weight"], -0.01 * np.sign([1e-4, -3, 50, 1, -1e3]), rtol=1e-3
+    )
 
 
 def test_learning_rate_set_between_steps_takes_effect():
@@ -242,22 +269,32 @@ def test_update_never_changes_the_gradients():
 def test_make_optimizer_nesterov_shorthand_and_config():
     optimizer = make_optimizer("nesterov", 0.05, momentum=0.95)
     assert optimizer.name == "momentum" and optimizer.nesterov
-    assert optimizer.config() == {"learning_rate": 0.05, "momentum": 0.95, "nesterov": True,
-                                  "dampened": False}
+    assert optimizer.config() == {
+        "learning_rate": 0.05,
+        "momentum": 0.95,
+        "nesterov": True,
+        "dampened": False,
+    }
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: make_optimizer("adagrad", 0.1), "unknown optimizer 'adagrad'.*adam"),
-    (lambda: make_optimizer("sgd", -0.1), "learning_rate must be positive"),
-    (lambda: make_optimizer("sgd", 0.0), "learning_rate must be positive"),
-    (lambda: make_optimizer("sgd", float("nan")), "learning_rate must be positive"),
-    (lambda: make_optimizer("adam", 0.1, beta1=1.0), "beta1 must be in"),
-    (lambda: make_optimizer("momentum", 0.1, momentum=-0.5), "momentum must be in"),
-    (lambda: make_optimizer("momentum", 0.1, nesterov=True, dampened=True), "not both"),
-    (lambda: make_optimizer("adamw", 0.1, weight_decay=-1), "weight_decay must not be negative"),
-    (lambda: make_optimizer("sgd", 0.1, momentum=0.9), "bad options .* for optimizer 'sgd'"),
-    (lambda: set_threads(0), "at least 1"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: make_optimizer("adagrad", 0.1), "unknown optimizer 'adagrad'.*adam"),
+        (lambda: make_optimizer("sgd", -0.1), "learning_rate must be positive"),
+        (lambda: make_optimizer("sgd", 0.0), "learning_rate must be positive"),
+        (lambda: make_optimizer("sgd", float("nan")), "learning_rate must be positive"),
+        (lambda: make_optimizer("adam", 0.1, beta1=1.0), "beta1 must be in"),
+        (lambda: make_optimizer("momentum", 0.1, momentum=-0.5), "momentum must be in"),
+        (lambda: make_optimizer("momentum", 0.1, nesterov=True, dampened=True), "not both"),
+        (
+            lambda: make_optimizer("adamw", 0.1, weight_decay=-1),
+            "weight_decay must not be negative",
+        ),
+        (lambda: make_optimizer("sgd", 0.1, momentum=0.9), "bad options .* for optimizer 'sgd'"),
+        (lambda: set_threads(0), "at least 1"),
+    ],
+)
 def test_bad_optimizer_settings_are_config_errors(call, message):
     with pytest.raises(ConfigError, match=message):
         call()

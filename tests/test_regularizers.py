@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlplab.engine.regularizers import Regularization, is_weight
 from mlplab.errors import ConfigError
-from mlplab.regularizers import Regularization, is_weight
 
 
 def named_arrays(seed=0):
     rng = np.random.default_rng(seed)
-    return {"dense1.weight": rng.standard_normal((4, 3)), "dense1.bias": rng.standard_normal(4),
-            "norm2.gamma": rng.standard_normal(4), "norm2.beta": rng.standard_normal(4),
-            "dense3.weight": rng.standard_normal((2, 4)), "dense3.bias": rng.standard_normal(2)}
+    return {
+        "dense1.weight": rng.standard_normal((4, 3)),
+        "dense1.bias": rng.standard_normal(4),
+        "norm2.gamma": rng.standard_normal(4),
+        "norm2.beta": rng.standard_normal(4),
+        "dense3.weight": rng.standard_normal((2, 4)),
+        "dense3.bias": rng.standard_normal(2),
+    }
 
 
 def zero_grads(params):
@@ -50,8 +55,7 @@ def test_penalty_gradients_add_to_the_data_gradient():
     grads = {name: np.ones_like(p) for name, p in params.items()}
     Regularization(l1=0.1, l2=0.5).add_penalty_gradients(params, grads)
     w = params["dense3.weight"]
-    np.testing.assert_allclose(grads["dense3.weight"], 1 + 0.5 * w + 0.1 * np.sign(w),
-                               rtol=1e-15)
+    np.testing.assert_allclose(grads["dense3.weight"], 1 + 0.5 * w + 0.1 * np.sign(w), rtol=1e-15)
     np.testing.assert_array_equal(grads["dense3.bias"], 1.0)
 
 
@@ -120,12 +124,15 @@ def test_max_norm_works_on_float32_weights_in_place():
     np.testing.assert_allclose(np.linalg.norm(array, axis=1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"l1": -0.1}, "l1 must not be negative"),
-    ({"l2": -1}, "l2 must not be negative"),
-    ({"max_norm": 0}, "max_norm must be positive"),
-    ({"clip_norm": -2.0}, "clip_norm must be positive"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"l1": -0.1}, "l1 must not be negative"),
+        ({"l2": -1}, "l2 must not be negative"),
+        ({"max_norm": 0}, "max_norm must be positive"),
+        ({"clip_norm": -2.0}, "clip_norm must be positive"),
+    ],
+)
 def test_bad_regularization_settings_are_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         Regularization(**settings)

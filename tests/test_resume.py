@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from mlplab.data import load_dataset
+from mlplab.engine.optimizers import make_optimizer
 from mlplab.errors import ConfigError
-from mlplab.model import Model
-from mlplab.optimizers import make_optimizer
 from mlplab.saving import CHECKPOINT_FORMAT, read_archive
-from mlplab.train import EarlyStopping, read_history_csv
+from mlplab.training.loop import EarlyStopping, read_history_csv
+from mlplab.training.model import Model
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 CLASSES = [str(i) for i in range(10)]
@@ -47,16 +47,35 @@ class CrashAt:
             raise Crash(epoch)  # raised before this epoch's checkpoint is written
 
 
-def run(data, epochs, checkpoint=None, resume=False, callbacks=(), validation=None,
-        patience=5, architecture=ARCHITECTURE, optimizer="adam"):
+def run(
+    data,
+    epochs,
+    checkpoint=None,
+    resume=False,
+    callbacks=(),
+    validation=None,
+    patience=5,
+    architecture=ARCHITECTURE,
+    optimizer="adam",
+):
     """Build a fresh model (as a new process would) and train it; returns (model, history)."""
     x, y, x_val, y_val = data
     model = Model.build(architecture, 784, CLASSES, seed=3)
-    history = model.fit(x, y, optimizer=make_optimizer(optimizer, 2e-3), epochs=epochs,
-                        batch_size=40, validation_data=validation or (x_val, y_val),
-                        early_stopping=EarlyStopping(patience=patience), seed=11, threads=1,
-                        checkpoint_path=checkpoint, resume=resume, progress=False,
-                        callbacks=callbacks)
+    history = model.fit(
+        x,
+        y,
+        optimizer=make_optimizer(optimizer, 2e-3),
+        epochs=epochs,
+        batch_size=40,
+        validation_data=validation or (x_val, y_val),
+        early_stopping=EarlyStopping(patience=patience),
+        seed=11,
+        threads=1,
+        checkpoint_path=checkpoint,
+        resume=resume,
+        progress=False,
+        callbacks=callbacks,
+    )
     return model, history
 
 
@@ -68,8 +87,15 @@ def assert_same_weights(a, b):
 
 
 def assert_same_history(a, b):
-    for column in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "learning_rate", "batch_size"):
+    for column in (
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "batch_size",
+    ):
         assert a[column] == b[column], column
     assert (a.best_epoch, a.stopped_early) == (b.best_epoch, b.stopped_early)
 
@@ -93,7 +119,8 @@ def test_resume_after_a_crash_is_bit_identical_to_an_uninterrupted_run(data, tmp
 
 
 def test_resume_a_one_epoch_run_with_more_epochs_is_bit_identical_to_training_them_at_once(
-        data, tmp_path):
+    data, tmp_path
+):
     reference, reference_history = run(data, 3, tmp_path / "reference.npz")
     checkpoint = tmp_path / "short.npz"
     run(data, 1, checkpoint)
@@ -147,10 +174,29 @@ def test_resume_refuses_a_checkpoint_of_another_optimizer(data, tmp_path):
 def _command(out: Path) -> list[str]:
     # Batch size 2 makes an epoch take a good fraction of a second, so that right after a
     # checkpoint appears the process is in the middle of the next epoch.
-    return [sys.executable, "-m", "mlplab", "train", "--dataset", str(MNIST_SMALL),
-            "--arch", "64:relu:dropout(0.2)", "--epochs", "3", "--batch-size", "2",
-            "--validation", "200", "--early-stopping", "5", "--threads", "1", "--quiet",
-            "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "mlplab",
+        "train",
+        "--dataset",
+        str(MNIST_SMALL),
+        "--arch",
+        "64:relu:dropout(0.2)",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "2",
+        "--validation",
+        "200",
+        "--early-stopping",
+        "5",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
 
 
 def _environment() -> dict[str, str]:
@@ -160,10 +206,22 @@ def _environment() -> dict[str, str]:
 def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     env = _environment()
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    reference = subprocess.Popen(_command(reference_dir), env=env, cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(_command(killed_dir), env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reference = subprocess.Popen(
+        _command(reference_dir),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim = subprocess.Popen(
+        _command(killed_dir),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checkpoint = killed_dir / "checkpoint.npz"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
@@ -175,14 +233,22 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     assert state["epoch"] < 3 and not state["finished"]
     assert not (killed_dir / "model.npz").exists()
 
-    resumed = subprocess.run(_command(killed_dir) + ["--resume"], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(killed_dir) + ["--resume"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err
 
-    with np.load(killed_dir / "model.npz", allow_pickle=False) as got, \
-            np.load(reference_dir / "model.npz", allow_pickle=False) as expected:
+    with (
+        np.load(killed_dir / "model.npz", allow_pickle=False) as got,
+        np.load(reference_dir / "model.npz", allow_pickle=False) as expected,
+    ):
         assert sorted(got.files) == sorted(expected.files)
         numeric = [name for name in expected.files if not name.startswith("__")]
         assert numeric, "the model file holds no arrays"
@@ -192,8 +258,10 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     expected_history = read_history_csv(reference_dir / "history.csv")
     assert got_history["val_loss"] == expected_history["val_loss"]
     assert got_history["epoch"] == [1.0, 2.0, 3.0]
-    assert json.loads((killed_dir / "evaluation.json").read_text())["accuracy"] == \
-        json.loads((reference_dir / "evaluation.json").read_text())["accuracy"]
+    assert (
+        json.loads((killed_dir / "evaluation.json").read_text())["accuracy"]
+        == json.loads((reference_dir / "evaluation.json").read_text())["accuracy"]
+    )
 
     assert list(killed_dir.glob(".*.tmp")) == [] and list(killed_dir.glob("*.tmp")) == []
     with np.load(checkpoint, allow_pickle=False) as archive:

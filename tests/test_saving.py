@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mlplab.architecture import network_from_spec, network_from_string
+from mlplab.engine.architecture import network_from_spec, network_from_string
 from mlplab.errors import DataError
 from mlplab.saving import (
     CHECKPOINT_FORMAT,
@@ -21,15 +21,17 @@ from mlplab.saving import (
     write_text,
 )
 
-GRAPH_WITH_BATCHNORM = {"nodes": [
-    {"name": "hidden", "type": "dense", "units": 12, "inputs": ["input"]},
-    {"name": "norm", "type": "batchnorm", "inputs": ["hidden"]},
-    {"name": "act", "type": "relu", "inputs": ["norm"]},
-    {"name": "drop", "type": "dropout", "rate": 0.3, "inputs": ["act"]},
-    {"name": "side", "type": "tanh", "inputs": ["hidden"]},
-    {"name": "both", "type": "concat", "inputs": ["drop", "side"]},
-    {"name": "logits", "type": "dense", "units": 4, "inputs": ["both"]},
-]}
+GRAPH_WITH_BATCHNORM = {
+    "nodes": [
+        {"name": "hidden", "type": "dense", "units": 12, "inputs": ["input"]},
+        {"name": "norm", "type": "batchnorm", "inputs": ["hidden"]},
+        {"name": "act", "type": "relu", "inputs": ["norm"]},
+        {"name": "drop", "type": "dropout", "rate": 0.3, "inputs": ["act"]},
+        {"name": "side", "type": "tanh", "inputs": ["hidden"]},
+        {"name": "both", "type": "concat", "inputs": ["drop", "side"]},
+        {"name": "logits", "type": "dense", "units": 4, "inputs": ["both"]},
+    ]
+}
 
 
 def data(n=20, size=6, seed=0, dtype=np.float32):
@@ -110,21 +112,34 @@ def test_model_file_loads_with_plain_numpy_and_no_pickle(tmp_path):
         assert all(archive[name].dtype != object for name in names)
     assert {f"param/{n}" for n in network.params} <= names
     assert [node["type"] for node in architecture["nodes"]] == [
-        "dense", "relu", "dense", "sigmoid", "dense"]
+        "dense",
+        "relu",
+        "dense",
+        "sigmoid",
+        "dense",
+    ]
 
 
 def test_network_arrays_names_params_and_buffers_by_group():
     names = set(network_arrays(trained_graph()))
-    assert {"param/hidden.weight", "param/norm.gamma", "buffer/norm.running_mean",
-            "buffer/norm.running_var"} <= names
+    assert {
+        "param/hidden.weight",
+        "param/norm.gamma",
+        "buffer/norm.running_mean",
+        "buffer/norm.running_var",
+    } <= names
 
 
 # ----------------------------------------------------------------- refusing bad files
 def test_file_with_a_pickled_object_array_is_refused(tmp_path):
     path = tmp_path / "evil.npz"
     with open(path, "wb") as file:
-        np.savez(file, __format__=np.array(MODEL_FORMAT), __metadata__=np.array("{}"),
-                 x=np.array([{}], dtype=object))
+        np.savez(
+            file,
+            __format__=np.array(MODEL_FORMAT),
+            __metadata__=np.array("{}"),
+            x=np.array([{}], dtype=object),
+        )
     with pytest.raises(DataError, match=r"evil\.npz.*pickle"):
         load_model(path)
 
@@ -138,8 +153,11 @@ def test_writing_an_object_array_is_refused_before_anything_is_written(tmp_path)
 def test_array_of_the_wrong_shape_is_a_data_error_naming_it(tmp_path):
     path, _ = saved_model(tmp_path)
     rewrite(path, lambda a: a.__setitem__("param/dense1.weight", np.zeros((16, 5), np.float32)))
-    with pytest.raises(DataError, match=r"model\.npz: array param/dense1\.weight has shape "
-                                        r"\(16, 5\), the architecture needs \(16, 6\)"):
+    with pytest.raises(
+        DataError,
+        match=r"model\.npz: array param/dense1\.weight has shape "
+        r"\(16, 5\), the architecture needs \(16, 6\)",
+    ):
         load_model(path)
 
 
@@ -214,10 +232,18 @@ def test_missing_file_is_a_data_error_naming_it(tmp_path):
 
 def test_checkpoint_passed_where_a_model_is_expected_is_a_data_error(tmp_path):
     network = network_from_string("4", 6, 3)
-    path = write_archive(tmp_path / "ckpt.npz", network_arrays(network), CHECKPOINT_FORMAT,
-                         {"epoch": 3}, network.architecture())
-    with pytest.raises(DataError, match=r"ckpt\.npz: is not an mlplab-model/1 file "
-                                        r"\(format 'mlplab-checkpoint/1'\)"):
+    path = write_archive(
+        tmp_path / "ckpt.npz",
+        network_arrays(network),
+        CHECKPOINT_FORMAT,
+        {"epoch": 3},
+        network.architecture(),
+    )
+    with pytest.raises(
+        DataError,
+        match=r"ckpt\.npz: is not an mlplab-model/1 file "
+        r"\(format 'mlplab-checkpoint/1'\)",
+    ):
         load_model(path)
     assert read_archive(path, CHECKPOINT_FORMAT).metadata == {"epoch": 3}
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from mlplab.errors import ConfigError
-from mlplab.schedules import (
+from mlplab.training.schedules import (
     BatchSizeRamp,
     Constant,
     Cosine,

@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mlplab.graph import Network  # noqa: E402
-from mlplab.losses import SoftmaxCrossEntropy  # noqa: E402
-from mlplab.optimizers import make_optimizer  # noqa: E402
+from mlplab.engine.graph import Network  # noqa: E402
+from mlplab.engine.losses import SoftmaxCrossEntropy  # noqa: E402
+from mlplab.engine.optimizers import make_optimizer  # noqa: E402
 
 BATCH = 16
 
@@ -37,13 +37,15 @@ def torch_twin(network):
             module.weight.data = torch.from_numpy(layer.params["gamma"].copy())
             module.bias.data = torch.from_numpy(layer.params["beta"].copy())
         elif kind == "batchnorm":
-            module = torch.nn.BatchNorm1d(network.sizes[name], eps=layer.eps,
-                                          momentum=1.0 - layer.momentum)  # torch: weight of new
+            module = torch.nn.BatchNorm1d(
+                network.sizes[name], eps=layer.eps, momentum=1.0 - layer.momentum
+            )  # torch: weight of new
             module.weight.data = torch.from_numpy(layer.params["gamma"].copy())
             module.bias.data = torch.from_numpy(layer.params["beta"].copy())
         else:
-            module = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU,
-                      "tanh": torch.nn.Tanh}[kind]()
+            module = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[
+                kind
+            ]()
         modules.append(module.double())
     return torch.nn.Sequential(*modules)
 
@@ -75,17 +77,19 @@ def compare_forward_and_backward(network, x, labels):
     pairs = torch_param_names(network)
     assert len(pairs) == len(torch_grads)
     for ours, theirs in pairs:
-        np.testing.assert_allclose(network.grads[ours], torch_grads[theirs], rtol=1e-9,
-                                   atol=1e-12, err_msg=ours)
+        np.testing.assert_allclose(
+            network.grads[ours], torch_grads[theirs], rtol=1e-9, atol=1e-12, err_msg=ours
+        )
     return model
 
 
 def test_784_32_sigmoid_16_relu_10_matches_torch_logits_loss_and_gradients():
-    from mlplab.activations import ReLU, Sigmoid
-    from mlplab.layers import Dense
+    from mlplab.engine.activations import ReLU, Sigmoid
+    from mlplab.engine.layers import Dense
 
-    network = Network.stack(784, [Dense(32), Sigmoid(), Dense(16), ReLU(), Dense(10)],
-                            dtype=np.float64, seed=3)
+    network = Network.stack(
+        784, [Dense(32), Sigmoid(), Dense(16), ReLU(), Dense(10)], dtype=np.float64, seed=3
+    )
     for name, array in network.params.items():  # non-zero biases, so they are compared too
         if name.endswith(".bias"):
             array[...] = np.random.default_rng(4).standard_normal(array.shape) * 0.1
@@ -94,12 +98,13 @@ def test_784_32_sigmoid_16_relu_10_matches_torch_logits_loss_and_gradients():
 
 
 def test_layernorm_network_matches_torch():
-    from mlplab.activations import Tanh
-    from mlplab.layers import Dense
-    from mlplab.normalization import LayerNorm
+    from mlplab.engine.activations import Tanh
+    from mlplab.engine.layers import Dense
+    from mlplab.engine.normalization import LayerNorm
 
-    network = Network.stack(20, [Dense(24), LayerNorm(), Tanh(), Dense(10)], dtype=np.float64,
-                            seed=5)
+    network = Network.stack(
+        20, [Dense(24), LayerNorm(), Tanh(), Dense(10)], dtype=np.float64, seed=5
+    )
     rng = np.random.default_rng(6)
     network.params["layernorm2.gamma"][...] = rng.uniform(0.5, 1.5, 24)
     network.params["layernorm2.beta"][...] = rng.standard_normal(24)
@@ -108,33 +113,42 @@ def test_layernorm_network_matches_torch():
 
 
 def test_batchnorm_network_matches_torch_including_running_statistics():
-    from mlplab.activations import ReLU
-    from mlplab.layers import Dense
-    from mlplab.normalization import BatchNorm
+    from mlplab.engine.activations import ReLU
+    from mlplab.engine.layers import Dense
+    from mlplab.engine.normalization import BatchNorm
 
-    network = Network.stack(12, [Dense(9), BatchNorm(momentum=0.9), ReLU(), Dense(10)],
-                            dtype=np.float64, seed=7)
+    network = Network.stack(
+        12, [Dense(9), BatchNorm(momentum=0.9), ReLU(), Dense(10)], dtype=np.float64, seed=7
+    )
     x, labels = batch(12, seed=2)
     model = compare_forward_and_backward(network, x * 3 - 1, labels)
     bn = model[1]
-    np.testing.assert_allclose(network.buffers["batchnorm2.running_mean"],
-                               bn.running_mean.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(network.buffers["batchnorm2.running_var"],
-                               bn.running_var.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        network.buffers["batchnorm2.running_mean"], bn.running_mean.numpy(), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        network.buffers["batchnorm2.running_var"], bn.running_var.numpy(), rtol=1e-12
+    )
     model.eval()
     x_test = batch(12, seed=3)[0]
-    np.testing.assert_allclose(network.forward(x_test),
-                               model(torch.from_numpy(x_test)).detach().numpy(), rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        network.forward(x_test),
+        model(torch.from_numpy(x_test)).detach().numpy(),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
-@pytest.mark.parametrize("name, torch_optimizer", [
-    ("adam", lambda params: torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)),
-    ("adamw", None),
-])
+@pytest.mark.parametrize(
+    "name, torch_optimizer",
+    [
+        ("adam", lambda params: torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)),
+        ("adamw", None),
+    ],
+)
 def test_adam_steps_match_torch(name, torch_optimizer):
-    from mlplab.activations import Sigmoid
-    from mlplab.layers import Dense
+    from mlplab.engine.activations import Sigmoid
+    from mlplab.engine.layers import Dense
 
     network = Network.stack(30, [Dense(16), Sigmoid(), Dense(10)], dtype=np.float64, seed=8)
     model = torch_twin(network)
@@ -145,8 +159,10 @@ def test_adam_steps_match_torch(name, torch_optimizer):
         ours = make_optimizer("adamw", 1e-2, weight_decay=0.1)
         weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
         biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
-        theirs = torch.optim.AdamW([{"params": weights, "weight_decay": 0.1},
-                                    {"params": biases, "weight_decay": 0.0}], lr=1e-2)
+        theirs = torch.optim.AdamW(
+            [{"params": weights, "weight_decay": 0.1}, {"params": biases, "weight_decay": 0.0}],
+            lr=1e-2,
+        )
     loss = SoftmaxCrossEntropy()
     for step in range(3):
         x, labels = batch(30, seed=10 + step)
@@ -155,11 +171,16 @@ def test_adam_steps_match_torch(name, torch_optimizer):
         ours.update(network.params, network.grads)
 
         theirs.zero_grad()
-        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)),
-                                          torch.from_numpy(labels)).backward()
+        torch.nn.functional.cross_entropy(
+            model(torch.from_numpy(x)), torch.from_numpy(labels)
+        ).backward()
         theirs.step()
     torch_params = dict(model.named_parameters())
     for ours_name, theirs_name in torch_param_names(network):
-        np.testing.assert_allclose(network.params[ours_name],
-                                   torch_params[theirs_name].detach().numpy(), rtol=1e-9,
-                                   atol=1e-12, err_msg=ours_name)
+        np.testing.assert_allclose(
+            network.params[ours_name],
+            torch_params[theirs_name].detach().numpy(),
+            rtol=1e-9,
+            atol=1e-12,
+            err_msg=ours_name,
+        )

@@ -1,4 +1,4 @@
-"""mlplab.train.fit: reproducibility, history, schedules, stopping and the divergence guard."""
+"""mlplab.training.loop.fit: reproducibility, history, schedules, stopping and the divergence guard."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 
 from mlplab.data import load_dataset
+from mlplab.engine.optimizers import make_optimizer
 from mlplab.errors import ConfigError, DivergenceError
-from mlplab.model import Model
-from mlplab.optimizers import make_optimizer
 from mlplab.saving import CHECKPOINT_FORMAT, read_archive
-from mlplab.schedules import BatchSizeRamp, make_schedule
-from mlplab.train import HISTORY_COLUMNS, EarlyStopping, evaluate_loss, fit, read_history_csv
+from mlplab.training.loop import (
+    HISTORY_COLUMNS,
+    EarlyStopping,
+    evaluate_loss,
+    fit,
+    read_history_csv,
+)
+from mlplab.training.model import Model
+from mlplab.training.schedules import BatchSizeRamp, make_schedule
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 CLASSES = [str(i) for i in range(10)]
@@ -35,8 +41,15 @@ def build(architecture="32:relu", seed=0):
 
 def train(network, data, **options):
     x, y, x_val, y_val = data
-    options = {"optimizer": make_optimizer("adam", 1e-3), "epochs": 2, "batch_size": 50,
-               "validation_data": (x_val, y_val), "threads": 1, "progress": False, **options}
+    options = {
+        "optimizer": make_optimizer("adam", 1e-3),
+        "epochs": 2,
+        "batch_size": 50,
+        "validation_data": (x_val, y_val),
+        "threads": 1,
+        "progress": False,
+        **options,
+    }
     return fit(network, Model.build("", 784, CLASSES).loss, x, y, **options)
 
 
@@ -117,8 +130,13 @@ def test_batch_size_ramp_doubles_each_epoch_up_to_its_final_size(data):
 
 def test_batch_size_ramp_sets_the_number_of_optimizer_steps(data):
     optimizer = make_optimizer("sgd", 0.05)
-    train(build(), data, epochs=3, optimizer=optimizer,
-          batch_size=BatchSizeRamp(start=100, growth=2, final=300))
+    train(
+        build(),
+        data,
+        epochs=3,
+        optimizer=optimizer,
+        batch_size=BatchSizeRamp(start=100, growth=2, final=300),
+    )
     # 600 examples: 6 batches of 100, 3 of 200, 2 of 300.
     assert int(optimizer.state["step"]) == 6 + 3 + 2
 
@@ -161,17 +179,24 @@ def test_early_stopping_stops_and_restores_the_best_epoch(data):
     wrong = (x, (y + 1) % 10)
     network = build()
     snapshots = Snapshots(network)
-    history = train(network, data, epochs=6, optimizer=make_optimizer("adam", 1e-2),
-                    validation_data=wrong, early_stopping=EarlyStopping(patience=1),
-                    callbacks=[snapshots])
+    history = train(
+        network,
+        data,
+        epochs=6,
+        optimizer=make_optimizer("adam", 1e-2),
+        validation_data=wrong,
+        early_stopping=EarlyStopping(patience=1),
+        callbacks=[snapshots],
+    )
     assert history["val_loss"][1] > history["val_loss"][0]
     assert history.stopped_early is True
     assert len(history) == 2 and history.best_epoch == 1
     assert same_weights(weights(network), snapshots.by_epoch[1])
     assert not same_weights(weights(network), snapshots.by_epoch[2])
     loss = Model.build("", 784, CLASSES).loss
-    assert evaluate_loss(network, loss, *wrong)[0] == pytest.approx(min(history["val_loss"]),
-                                                                   rel=1e-6)
+    assert evaluate_loss(network, loss, *wrong)[0] == pytest.approx(
+        min(history["val_loss"]), rel=1e-6
+    )
 
 
 def test_early_stopping_restores_the_best_weights_even_without_stopping(data):
@@ -179,9 +204,15 @@ def test_early_stopping_restores_the_best_weights_even_without_stopping(data):
     wrong = (x, (y + 1) % 10)
     network = build()
     snapshots = Snapshots(network)
-    history = train(network, data, epochs=3, optimizer=make_optimizer("adam", 1e-2),
-                    validation_data=wrong, early_stopping=EarlyStopping(patience=5),
-                    callbacks=[snapshots])
+    history = train(
+        network,
+        data,
+        epochs=3,
+        optimizer=make_optimizer("adam", 1e-2),
+        validation_data=wrong,
+        early_stopping=EarlyStopping(patience=5),
+        callbacks=[snapshots],
+    )
     assert len(history) == 3 and history.stopped_early is False
     best = int(np.argmin(history["val_loss"])) + 1
     assert history.best_epoch == best
@@ -193,8 +224,9 @@ def test_early_stopping_without_validation_data_is_a_config_error(data):
         train(build(), data, validation_data=None, early_stopping=EarlyStopping(patience=1))
 
 
-@pytest.mark.parametrize("options", [{"monitor": "train_loss"}, {"patience": 0},
-                                     {"min_delta": -1.0}])
+@pytest.mark.parametrize(
+    "options", [{"monitor": "train_loss"}, {"patience": 0}, {"min_delta": -1.0}]
+)
 def test_early_stopping_refuses_impossible_settings(options):
     with pytest.raises(ConfigError):
         EarlyStopping(**options)
@@ -222,9 +254,15 @@ def test_divergence_after_a_good_epoch_keeps_that_epochs_checkpoint(data, tmp_pa
     network = build()
     snapshots = Snapshots(network)
     with pytest.raises(DivergenceError) as caught, np.errstate(all="ignore"):
-        train(network, data, epochs=3, optimizer=make_optimizer("sgd", 0.1),
-              schedule=lambda epoch: 0.1 if epoch < 1 else 1e20, checkpoint_path=checkpoint,
-              callbacks=[snapshots])
+        train(
+            network,
+            data,
+            epochs=3,
+            optimizer=make_optimizer("sgd", 0.1),
+            schedule=lambda epoch: 0.1 if epoch < 1 else 1e20,
+            checkpoint_path=checkpoint,
+            callbacks=[snapshots],
+        )
     message = str(caught.value)
     assert "epoch 2" in message and "learning rate" in message and str(checkpoint) in message
     archive = read_archive(checkpoint, CHECKPOINT_FORMAT)

@@ -14,6 +14,6 @@ __version__ = "0.1.0"
 # set wins; importing NumPy before mlplab leaves OpenBLAS's default.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from mlplab.errors import ConfigError, DataError, DivergenceError, MlplabError  # noqa: E402
+from mlplab.errors import ConfigError, DataError, DivergenceError, MlplabError
 
 __all__ = ["ConfigError", "DataError", "DivergenceError", "MlplabError", "__version__"]

@@ -8,7 +8,7 @@ Models and checkpoints are ``.npz`` archives of plain numeric arrays, loadable w
 ``np.load(path, allow_pickle=False)``. Besides the arrays they hold three string arrays:
 
 ``__format__``        ``"mlplab-model/1"`` or ``"mlplab-checkpoint/1"``
-``__architecture__``  the network's graph as JSON (see :mod:`mlplab.architecture`)
+``__architecture__``  the network's graph as JSON (see :mod:`mlplab.engine.architecture`)
 ``__metadata__``      anything else as JSON (loss, preprocessing, class names, training state)
 
 Arrays are named ``param/<node>.<param>``, ``buffer/<node>.<buffer>`` and, for anything else a
@@ -59,8 +59,9 @@ def write_json(path, value) -> Path:
     return write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def write_archive(path, arrays: dict[str, np.ndarray], kind: str, metadata: dict,
-                  architecture: dict | None = None) -> Path:
+def write_archive(
+    path, arrays: dict[str, np.ndarray], kind: str, metadata: dict, architecture: dict | None = None
+) -> Path:
     """Write named arrays plus JSON as one ``.npz`` archive, atomically."""
     contents = {"__format__": np.array(kind), "__metadata__": np.array(json.dumps(metadata))}
     if architecture is not None:
@@ -102,11 +103,15 @@ def read_archive(path, kind: str) -> Archive:
             arrays = {name: archive[name] for name in archive.files}
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
-            raise DataError(f"{label}: holds a pickled object, which mlplab never writes; refusing "
-                            "to load it (it could run code). Re-save the model with mlplab") from None
+            raise DataError(
+                f"{label}: holds a pickled object, which mlplab never writes; refusing "
+                "to load it (it could run code). Re-save the model with mlplab"
+            ) from None
         raise DataError(f"{label}: not a readable .npz archive ({error})") from None
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise DataError(f"{label}: not a readable .npz archive ({error}); was it cut short?") from None
+        raise DataError(
+            f"{label}: not a readable .npz archive ({error}); was it cut short?"
+        ) from None
     found_kind = str(arrays.pop("__format__", ""))
     if found_kind != kind:
         raise DataError(f"{label}: is not an {kind} file (format {found_kind or 'unknown'!r})")
@@ -127,7 +132,9 @@ def network_arrays(network) -> dict[str, np.ndarray]:
 
 def restore_network(archive: Archive, label: str, dtype=None):
     """Build the archive's network from its JSON and fill in its arrays, checking each one."""
-    from mlplab.architecture import network_from_spec  # imported here: architecture imports us
+    from mlplab.engine.architecture import (
+        network_from_spec,
+    )  # imported here: architecture imports us
 
     if archive.architecture is None:
         raise DataError(f"{label}: has no architecture; it is not a saved network")
@@ -141,21 +148,26 @@ def restore_network(archive: Archive, label: str, dtype=None):
         missing = sorted(set(expected) - set(stored))
         extra = sorted(set(stored) - set(expected))
         if missing or extra:
-            raise DataError(f"{label}: arrays do not match the architecture "
-                            f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
+            raise DataError(
+                f"{label}: arrays do not match the architecture "
+                f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
+            )
         for name, target in expected.items():
             array = stored[name]
             if array.shape != target.shape:
-                raise DataError(f"{label}: array {group}/{name} has shape {array.shape}, the "
-                                f"architecture needs {target.shape}")
+                raise DataError(
+                    f"{label}: array {group}/{name} has shape {array.shape}, the "
+                    f"architecture needs {target.shape}"
+                )
             if not np.issubdtype(array.dtype, np.floating):
                 raise DataError(f"{label}: array {group}/{name} is {array.dtype}, not floating")
             target[...] = array
     return network
 
 
-def save_model(path, network, metadata: dict | None = None,
-               extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
+def save_model(
+    path, network, metadata: dict | None = None, extra_arrays: dict[str, np.ndarray] | None = None
+) -> Path:
     """Save a network (and e.g. its preprocessing statistics) as a model file."""
     arrays = network_arrays(network)
     arrays.update(extra_arrays or {})
@@ -168,4 +180,3 @@ def load_model(path, dtype=None):
     archive = read_archive(path, MODEL_FORMAT)
     network = restore_network(archive, Path(path).name, dtype)
     return network, archive.metadata, archive
-

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " and the image and class counts. Never downloads.",
     )
     info.add_argument(
-        "--dataset", metavar="NAME",
+        "--dataset",
+        metavar="NAME",
         help=f"{' or '.join(known_datasets())} (default {DEFAULT_DATASET}), or a folder of IDX files;"
         " with only --data-dir, that folder is read as is",
     )
@@ -35,10 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Make sure the verified files of a dataset are on disk, downloading the"
         " missing ones from the mirrors ($MLPLAB_MIRRORS overrides them).",
     )
-    fetch.add_argument("--dataset", metavar="NAME", default=DEFAULT_DATASET,
-                       choices=known_datasets(), help=f"default {DEFAULT_DATASET}")
-    fetch.add_argument("--data-dir", metavar="DIR",
-                       help="put the files in DIR/NAME/ instead of the user cache")
+    fetch.add_argument(
+        "--dataset",
+        metavar="NAME",
+        default=DEFAULT_DATASET,
+        choices=known_datasets(),
+        help=f"default {DEFAULT_DATASET}",
+    )
+    fetch.add_argument(
+        "--data-dir", metavar="DIR", help="put the files in DIR/NAME/ instead of the user cache"
+    )
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(func=run_fetch)
 
@@ -56,10 +63,14 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     print(f"{'file':<25} {'origin':<8} {'payload bytes':>13}  {'checksum':<32} path")
     for source in data.sources.values():
-        print(f"{source.file:<25} {source.origin:<8} {source.payload_bytes:>13,}  "
-              f"{source.checksum:<32} {source.path}")
-    print(f"train: {len(data.train_images)} images, test: {len(data.test_images)} images,"
-          f" checksums {'verified' if data.verified else 'NOT verified'}")
+        print(
+            f"{source.file:<25} {source.origin:<8} {source.payload_bytes:>13,}  "
+            f"{source.checksum:<32} {source.path}"
+        )
+    print(
+        f"train: {len(data.train_images)} images, test: {len(data.test_images)} images,"
+        f" checksums {'verified' if data.verified else 'NOT verified'}"
+    )
     width_name = max(len("class"), *(len(name) for name in data.class_names))
     print(f"{'label':>5}  {'class':<{width_name}} {'train':>7} {'test':>7}")
     for label, (name, n_train, n_test) in enumerate(
@@ -73,6 +84,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     """Fill the cache (or ``--data-dir``) with a dataset's verified files."""
     folder, sources = fetch_dataset(args.dataset, args.data_dir, progress=not args.no_progress)
     downloaded = sum(source.origin == "download" for source in sources.values())
-    print(f"{args.dataset}: {len(sources)} verified files in {folder}"
-          f" ({downloaded} downloaded, {len(sources) - downloaded} already there)")
+    print(
+        f"{args.dataset}: {len(sources)} verified files in {folder}"
+        f" ({downloaded} downloaded, {len(sources) - downloaded} already there)"
+    )
     return 0

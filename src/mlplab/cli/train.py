@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlplab.config import RunConfig
 from mlplab.errors import ConfigError, DataError
+from mlplab.training.config import RunConfig
 
 MODEL_FILE, CHECKPOINT_FILE, CONFIG_FILE = "model.npz", "checkpoint.npz", "config.toml"
 
@@ -31,17 +31,26 @@ MODEL_FILE, CHECKPOINT_FILE, CONFIG_FILE = "model.npz", "checkpoint.npz", "confi
 FLAGS = {
     "--dataset": ("data", "dataset", "mnist, fashion-mnist, or a folder with the four IDX files"),
     "--data-dir": ("data", "data_dir", "folder holding the dataset's files"),
-    "--protocol": ("data", "protocol",
-                   "holdout: validate on part of train (default); book: validate on the first "
-                   "5000 test images, test on the last 5000; none: no validation"),
+    "--protocol": (
+        "data",
+        "protocol",
+        "holdout: validate on part of train (default); book: validate on the first "
+        "5000 test images, test on the last 5000; none: no validation",
+    ),
     "--validation": ("data", "validation", "holdout size: a count (5000) or a fraction (0.1)"),
     "--standardize": ("data", "standardize", "none, global or per-pixel (training statistics)"),
     "--crop-border": ("data", "crop_border", "cut k pixels from every side (28 -> 28-2k)"),
     "--pixel-subset": ("data", "pixel_subset", "keep this many seeded random pixels"),
-    "--arch": ("model", "architecture", "hidden layers, e.g. '950:relu,50:sigmoid' "
-                                        "(see `mlplab summary --help`)"),
-    "--init": ("model", "init", "auto, glorot-uniform, glorot-normal, he-normal, he-uniform, "
-                                "lecun-normal, lecun-uniform"),
+    "--arch": (
+        "model",
+        "architecture",
+        "hidden layers, e.g. '950:relu,50:sigmoid' (see `mlplab summary --help`)",
+    ),
+    "--init": (
+        "model",
+        "init",
+        "auto, glorot-uniform, glorot-normal, he-normal, he-uniform, lecun-normal, lecun-uniform",
+    ),
     "--loss": ("model", "loss", "cross-entropy (default) or mse"),
     "--output-activation": ("model", "output_activation", "for mse: sigmoid, softmax or linear"),
     "--optimizer": ("optimizer", "name", "sgd, momentum, nesterov, rmsprop, adam, adamw"),
@@ -53,8 +62,11 @@ FLAGS = {
     "--clip-norm": ("regularization", "clip_norm", "clip the global gradient norm"),
     "--epochs": ("training", "epochs", "passes over the training data"),
     "--batch-size": ("training", "batch_size", "batch size (the final size of a ramp)"),
-    "--batch-size-start": ("training", "batch_size_start",
-                           "start a batch-size ramp here (e.g. 20), growing each epoch"),
+    "--batch-size-start": (
+        "training",
+        "batch_size_start",
+        "start a batch-size ramp here (e.g. 20), growing each epoch",
+    ),
     "--batch-size-growth": ("training", "batch_size_growth", "ramp factor per epoch (2)"),
     "--early-stopping": ("training", "early_stopping", "patience in epochs (0: off)"),
     "--monitor": ("training", "monitor", "val_loss or val_accuracy"),
@@ -76,26 +88,37 @@ OPTION_FLAGS = {
 
 def register(subparsers) -> None:
     train = subparsers.add_parser(
-        "train", help="train a network and evaluate it; everything goes into a run folder",
+        "train",
+        help="train a network and evaluate it; everything goes into a run folder",
         description="Train a network on MNIST-family data. With no options: a strong default "
-                    f"({RunConfig().model.architecture}, Adam) on MNIST. Flags override "
-                    "--config, which overrides the defaults.")
-    train.add_argument("--config", help="a TOML file with [data], [model], [optimizer], "
-                                        "[schedule], [regularization], [training] tables")
+        f"({RunConfig().model.architecture}, Adam) on MNIST. Flags override "
+        "--config, which overrides the defaults.",
+    )
+    train.add_argument(
+        "--config",
+        help="a TOML file with [data], [model], [optimizer], "
+        "[schedule], [regularization], [training] tables",
+    )
     for flag, (table, key, help_text) in FLAGS.items():
         kind = type(getattr(getattr(RunConfig(), table), key))
-        train.add_argument(flag, type=_number if kind is float else kind, default=None,
-                           help=help_text)
+        train.add_argument(
+            flag, type=_number if kind is float else kind, default=None, help=help_text
+        )
     for flag, (_, kind, help_text) in OPTION_FLAGS.items():
         if kind is bool:
             train.add_argument(flag, action="store_true", default=None, help=help_text)
         else:
             train.add_argument(flag, type=kind, default=None, help=help_text)
-    train.add_argument("--dropout", type=float, default=None,
-                       help="dropout after every hidden layer of an architecture string")
+    train.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="dropout after every hidden layer of an architecture string",
+    )
     train.add_argument("--out", help="run folder (default: runs/<date>-<time>)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its last checkpoint")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=run_train)
 
@@ -103,15 +126,21 @@ def register(subparsers) -> None:
     evaluate.add_argument("model", help="a model file (.npz) or a run folder")
     evaluate.add_argument("--dataset", help="default: the dataset the model was trained on")
     evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    evaluate.add_argument(
+        "--json", action="store_true", help="print the metrics as one JSON object"
+    )
     evaluate.set_defaults(func=run_eval)
 
     predict = subparsers.add_parser("predict", help="classify PNG/JPEG images with a saved model")
     predict.add_argument("model", help="a model file (.npz) or a run folder")
-    predict.add_argument("images", nargs="+", help="image files (any size; dark-on-light is "
-                                                   "inverted to MNIST's light-on-dark)")
-    predict.add_argument("--no-crop", action="store_true",
-                         help="don't crop to the digit and re-centre it")
+    predict.add_argument(
+        "images",
+        nargs="+",
+        help="image files (any size; dark-on-light is inverted to MNIST's light-on-dark)",
+    )
+    predict.add_argument(
+        "--no-crop", action="store_true", help="don't crop to the digit and re-centre it"
+    )
     predict.set_defaults(func=run_predict)
 
 
@@ -150,8 +179,10 @@ def resolve_config(args) -> RunConfig:
         config.model.nodes = []  # a flag architecture replaces a graph from the file
     if args.dropout is not None:
         if config.model.nodes:
-            raise ConfigError("--dropout rewrites architecture strings; in a graph config add "
-                              "dropout nodes instead")
+            raise ConfigError(
+                "--dropout rewrites architecture strings; in a graph config add "
+                "dropout nodes instead"
+            )
         config.model.architecture = with_dropout(config.model.architecture, args.dropout)
     config.data.resolve_dataset_path()
     if saved is not None:
@@ -163,12 +194,18 @@ def _check_resume_changes(saved: RunConfig, config: RunConfig) -> None:
     """A resumed run may train longer or on other threads, but not change what it trains."""
     allowed = {(FLAGS[flag][0], FLAGS[flag][1]) for flag in RESUME_FLAGS}
     before, after = saved.to_dict(), config.to_dict()
-    changed = [f"{table}.{key}" for table in after for key in after[table]
-               if (table, key) not in allowed and after[table][key] != before[table].get(key)]
+    changed = [
+        f"{table}.{key}"
+        for table in after
+        for key in after[table]
+        if (table, key) not in allowed and after[table][key] != before[table].get(key)
+    ]
     if changed:
-        raise ConfigError(f"--resume continues the run's saved config.toml, but these settings "
-                          f"differ from it: {', '.join(changed)}; only "
-                          f"{', '.join(sorted(RESUME_FLAGS))} may change")
+        raise ConfigError(
+            f"--resume continues the run's saved config.toml, but these settings "
+            f"differ from it: {', '.join(changed)}; only "
+            f"{', '.join(sorted(RESUME_FLAGS))} may change"
+        )
 
 
 def with_dropout(architecture: str, rate: float) -> str:
@@ -186,14 +223,16 @@ def _run_folder(args) -> Path:
         if not (out / CHECKPOINT_FILE).exists():
             raise ConfigError(f"{out}: no {CHECKPOINT_FILE} to resume from; train without --resume")
     elif (out / CHECKPOINT_FILE).exists() or (out / MODEL_FILE).exists():
-        raise ConfigError(f"{out} already holds a run; add --resume to continue it or choose "
-                          "another --out (nothing was overwritten)")
+        raise ConfigError(
+            f"{out} already holds a run; add --resume to continue it or choose "
+            "another --out (nothing was overwritten)"
+        )
     return out
 
 
 def run_train(args) -> int:
     from mlplab import report
-    from mlplab.runs import prepare_run, train_run, training_options
+    from mlplab.training.runs import prepare_run, train_run, training_options
 
     out = _run_folder(args)
     config = resolve_config(args)
@@ -205,8 +244,10 @@ def run_train(args) -> int:
     result = train_run(prepared, out, resume=args.resume, progress=not args.quiet)
     report.plot_curves(result.history.columns, out / "curves.png")
     print(result.summary())
-    print(f"\nSaved in {out}/: model.npz, config.toml, history.csv/.json, curves.png, "
-          "evaluation.json/.txt, confusion.png, misclassified.png")
+    print(
+        f"\nSaved in {out}/: model.npz, config.toml, history.csv/.json, curves.png, "
+        "evaluation.json/.txt, confusion.png, misclassified.png"
+    )
     return 0
 
 
@@ -217,14 +258,15 @@ def _model_path(value: str) -> Path:
 
 def run_eval(args) -> int:
     from mlplab.data import load_dataset
-    from mlplab.metrics import format_evaluation
-    from mlplab.model import Model
+    from mlplab.training.metrics import format_evaluation
+    from mlplab.training.model import Model
 
     path = _model_path(args.model)
     model = Model.load(path)  # read once: its metadata says which data it was trained on
     data_config = model.metadata.get("config", {}).get("data", {})
-    dataset_name = args.dataset or data_config.get("dataset") or model.metadata.get("dataset",
-                                                                                     "mnist")
+    dataset_name = (
+        args.dataset or data_config.get("dataset") or model.metadata.get("dataset", "mnist")
+    )
     data_dir = args.data_dir or (None if args.dataset else data_config.get("data_dir")) or None
     data = load_dataset(dataset_name, data_dir, progress=False)
     if model.preprocessing is None:
@@ -240,8 +282,8 @@ def run_eval(args) -> int:
 
 
 def run_predict(args) -> int:
-    from mlplab.images import load_images
-    from mlplab.model import Model
+    from mlplab.data.images import load_images
+    from mlplab.training.model import Model
 
     model = Model.load(_model_path(args.model))
     shape = model.preprocessing.image_shape if model.preprocessing else (28, 28)

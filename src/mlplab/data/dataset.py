@@ -89,8 +89,9 @@ def _user_folder(path: Path) -> tuple[str, dict[str, LoadedFile], list[str]]:
     return name, verified, [f"{path}: checksums match the official {name} files"]
 
 
-def _assemble(name: str, class_names: list[str] | None, loaded: dict[str, LoadedFile],
-              notes: list[str]) -> Dataset:
+def _assemble(
+    name: str, class_names: list[str] | None, loaded: dict[str, LoadedFile], notes: list[str]
+) -> Dataset:
     """Check that the four files belong together and build the :class:`Dataset`."""
     arrays = {stem: file.idx.array for stem, file in loaded.items()}
     paths = {stem: file.source.path for stem, file in loaded.items()}

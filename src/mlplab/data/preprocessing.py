@@ -43,7 +43,8 @@ class Preprocessing:
 
     Examples
     --------
-    >>> fitted = Preprocessing(standardize="per-pixel", crop_border=2).fit(data.train_images)  # doctest: +SKIP
+    >>> prep = Preprocessing(standardize="per-pixel", crop_border=2)  # doctest: +SKIP
+    >>> fitted = prep.fit(data.train_images)  # doctest: +SKIP
     >>> fitted.transform(data.test_images).shape  # doctest: +SKIP
     (10000, 576)
     """
@@ -60,11 +61,19 @@ class Preprocessing:
                 f"standardize must be one of None, 'global', 'per-pixel', not {self.standardize!r}"
             )
         if not _is_int(self.crop_border) or self.crop_border < 0:
-            raise ConfigError(f"crop_border must be a non-negative integer, not {self.crop_border!r}")
-        if self.pixel_subset is not None and (not _is_int(self.pixel_subset) or self.pixel_subset < 1):
-            raise ConfigError(f"pixel_subset must be a positive pixel count, not {self.pixel_subset!r}")
+            raise ConfigError(
+                f"crop_border must be a non-negative integer, not {self.crop_border!r}"
+            )
+        if self.pixel_subset is not None and (
+            not _is_int(self.pixel_subset) or self.pixel_subset < 1
+        ):
+            raise ConfigError(
+                f"pixel_subset must be a positive pixel count, not {self.pixel_subset!r}"
+            )
         if not _is_int(self.pixel_subset_seed):
-            raise ConfigError(f"pixel_subset_seed must be an integer, not {self.pixel_subset_seed!r}")
+            raise ConfigError(
+                f"pixel_subset_seed must be an integer, not {self.pixel_subset_seed!r}"
+            )
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""
@@ -92,7 +101,9 @@ class Preprocessing:
         """
         images = np.asarray(train_images)
         if images.ndim != 3 or len(images) == 0:
-            raise DataError(f"fit needs a non-empty stack of images (N, height, width), not {images.shape}")
+            raise DataError(
+                f"fit needs a non-empty stack of images (N, height, width), not {images.shape}"
+            )
         height, width = images.shape[1:]
         k = self.crop_border
         if 2 * k >= min(height, width):
@@ -116,7 +127,7 @@ class Preprocessing:
         total = np.zeros(fitted.n_features)
         total_sq = np.zeros(fitted.n_features)
         for start in range(0, len(images), _FIT_CHUNK):
-            chunk = fitted.transform(images[start:start + _FIT_CHUNK]).astype(np.float64)
+            chunk = fitted.transform(images[start : start + _FIT_CHUNK]).astype(np.float64)
             total += chunk.sum(axis=0)
             total_sq += np.einsum("ij,ij->j", chunk, chunk)
         count = len(images)
@@ -126,8 +137,11 @@ class Preprocessing:
         std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
         std = np.where(std < MIN_STD, 1.0, std)
         return FittedPreprocessing(
-            self, (height, width), pixel_indices,
-            np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32),
+            self,
+            (height, width),
+            pixel_indices,
+            np.asarray(mean, dtype=np.float32),
+            np.asarray(std, dtype=np.float32),
         )
 
 
@@ -192,7 +206,7 @@ class FittedPreprocessing:
                 " preprocessing was fitted on"
             )
         k = self.config.crop_border
-        cropped = images[:, k:height - k, k:width - k]
+        cropped = images[:, k : height - k, k : width - k]
         n = len(images)
         if self.pixel_indices is not None:
             # Pick the pixels while still uint8, so the float conversion is of the kept ones only.
@@ -229,16 +243,27 @@ class FittedPreprocessing:
             config = Preprocessing.from_dict(json.loads(str(state["config"])))
             image_shape = tuple(int(size) for size in state["image_shape"])
         except (KeyError, ValueError, TypeError) as error:
-            raise DataError(f"saved preprocessing state is incomplete or corrupt ({error})") from error
+            raise DataError(
+                f"saved preprocessing state is incomplete or corrupt ({error})"
+            ) from error
+
         def optional(key: str, dtype: type) -> np.ndarray | None:
             return np.asarray(state[key], dtype=dtype) if key in state else None
-        return cls(config, image_shape, optional("pixel_indices", np.int64),
-                   optional("mean", np.float32), optional("std", np.float32))
+
+        return cls(
+            config,
+            image_shape,
+            optional("pixel_indices", np.int64),
+            optional("mean", np.float32),
+            optional("std", np.float32),
+        )
 
     def to_dict(self) -> dict:
         """Everything needed to rebuild this object, as a JSON-ready dict of plain lists."""
+
         def plain(array: np.ndarray | None):
             return None if array is None else array.tolist()
+
         return {
             "config": self.config.to_dict(),
             "image_shape": list(self.image_shape),
@@ -250,12 +275,18 @@ class FittedPreprocessing:
     @classmethod
     def from_dict(cls, settings: dict) -> FittedPreprocessing:
         """Rebuild from :meth:`to_dict`'s output."""
+
         def array(key: str, dtype: type) -> np.ndarray | None:
             value = settings.get(key)
             return None if value is None else np.asarray(value, dtype=dtype)
-        return cls(Preprocessing.from_dict(settings["config"]), tuple(settings["image_shape"]),
-                   array("pixel_indices", np.int64), array("mean", np.float32),
-                   array("std", np.float32))
+
+        return cls(
+            Preprocessing.from_dict(settings["config"]),
+            tuple(settings["image_shape"]),
+            array("pixel_indices", np.int64),
+            array("mean", np.float32),
+            array("std", np.float32),
+        )
 
 
 def one_hot(labels: np.ndarray, n_classes: int, dtype: type = np.float32) -> np.ndarray:
@@ -279,7 +310,9 @@ def one_hot(labels: np.ndarray, n_classes: int, dtype: type = np.float32) -> np.
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"labels must be a 1-D integer array, not {labels.dtype} {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise DataError(f"labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}")
+        raise DataError(
+            f"labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}"
+        )
     encoded = np.zeros((len(labels), n_classes), dtype=dtype)
     encoded[np.arange(len(labels)), labels] = 1
     return encoded

@@ -45,8 +45,16 @@ FILE_STEMS: tuple[str, ...] = (
 CLASS_NAMES: dict[str, list[str]] = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion-mnist": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ],
 }
 
@@ -54,16 +62,40 @@ CLASS_NAMES: dict[str, list[str]] = {
 # and then, so checksums of the .gz wrappers would not be stable; the payloads are.
 CHECKSUMS: dict[str, dict[str, tuple[int, str]]] = {
     "mnist": {
-        "train-images-idx3-ubyte": (47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        "train-labels-idx1-ubyte": (60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        "t10k-images-idx3-ubyte": (7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        "t10k-labels-idx1-ubyte": (10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        "train-images-idx3-ubyte": (
+            47040016,
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        "train-labels-idx1-ubyte": (
+            60008,
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        "t10k-images-idx3-ubyte": (
+            7840016,
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        "t10k-labels-idx1-ubyte": (
+            10008,
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     },
     "fashion-mnist": {
-        "train-images-idx3-ubyte": (47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-        "train-labels-idx1-ubyte": (60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-        "t10k-images-idx3-ubyte": (7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-        "t10k-labels-idx1-ubyte": (10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        "train-images-idx3-ubyte": (
+            47040016,
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        ),
+        "train-labels-idx1-ubyte": (
+            60008,
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
+        "t10k-images-idx3-ubyte": (
+            7840016,
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        ),
+        "t10k-labels-idx1-ubyte": (
+            10008,
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
     },
 }
 
@@ -274,11 +306,18 @@ def _download_to_temp(url: str, directory: Path, stem: str, progress: bool) -> P
         fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".part")
         temp = Path(temp_name)
         try:
-            with os.fdopen(fd, "wb") as out, tqdm(
-                total=int(length) if length and length.isdigit() else None,
-                unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"{stem}.gz", disable=not progress, leave=False,
-            ) as bar:
+            with (
+                os.fdopen(fd, "wb") as out,
+                tqdm(
+                    total=int(length) if length and length.isdigit() else None,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=f"{stem}.gz",
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -289,7 +328,11 @@ def _download_to_temp(url: str, directory: Path, stem: str, progress: bool) -> P
 
 
 def download_file(
-    name: str, stem: str, directory: Path, progress: bool, failures: list[str],
+    name: str,
+    stem: str,
+    directory: Path,
+    progress: bool,
+    failures: list[str],
     dead_mirrors: set[str],
 ) -> LoadedFile | None:
     """Download ``stem`` of dataset ``name`` into ``directory``, trying each mirror in order.
@@ -391,7 +434,9 @@ def _complete_folder(directory: Path, name: str) -> tuple[Path | None, str]:
     return None, "; ".join(checked) or f"no {name} IDX files in {directory / name} or {directory}"
 
 
-def _read_known(folder: Path, origin: str, name: str, notes: list[str]) -> dict[str, LoadedFile] | None:
+def _read_known(
+    folder: Path, origin: str, name: str, notes: list[str]
+) -> dict[str, LoadedFile] | None:
     """Read a complete folder as dataset ``name``; None (noted) if it is another known dataset.
 
     ``MLPLAB_DATA`` may hold one dataset's files directly, so finding Fashion-MNIST there while
@@ -465,7 +510,9 @@ def locate(
 
     for system in SYSTEM_DIRS.get(name, []):
         if len(find_files(Path(system))) != 4:
-            notes.append(f"system copy {system}: {'incomplete' if Path(system).is_dir() else 'absent'}")
+            notes.append(
+                f"system copy {system}: {'incomplete' if Path(system).is_dir() else 'absent'}"
+            )
         elif (loaded := _read_known(Path(system), "system", name, notes)) is not None:
             return loaded, notes
 

@@ -101,7 +101,7 @@ def validation_split(
     # A stable sort by class keeps the random order inside each class.
     grouped = shuffled[np.argsort(class_of[shuffled], kind="stable")]
     starts = np.concatenate(([0], np.cumsum(class_sizes)[:-1]))
-    chosen = np.concatenate([grouped[s:s + q] for s, q in zip(starts, quota)])
+    chosen = np.concatenate([grouped[s : s + q] for s, q in zip(starts, quota)])
     in_validation = np.zeros(n, dtype=bool)
     in_validation[chosen] = True
     return np.flatnonzero(~in_validation), np.flatnonzero(in_validation)

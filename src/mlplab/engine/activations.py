@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlplab.engine.layers import Layer
 from mlplab.errors import ConfigError
-from mlplab.layers import Layer
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -183,7 +183,7 @@ class Softmax(Activation):
     """Row-wise softmax as a layer, with its full Jacobian in backward.
 
     For training with cross-entropy, leave the softmax out of the graph: the loss
-    :class:`~mlplab.losses.SoftmaxCrossEntropy` fuses it, which is both exact and faster.
+    :class:`~mlplab.engine.losses.SoftmaxCrossEntropy` fuses it, which is both exact and faster.
     """
 
     type_name = "softmax"

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlplab.architecture import build_network
+from mlplab.engine.architecture import build_network
+from mlplab.engine.graph import Network
+from mlplab.engine.losses import MeanSquaredError, SoftmaxCrossEntropy
+from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError
-from mlplab.graph import Network
-from mlplab.losses import MeanSquaredError, SoftmaxCrossEntropy
-from mlplab.regularizers import Regularization
 
 TOLERANCE = 1e-6
 
@@ -46,11 +46,15 @@ class GradientCheck:
 
     def report(self) -> str:
         width = max(len(name) for name in self.errors)
-        lines = [f"{self.name}: {'PASS' if self.passed else 'FAIL'} "
-                 f"(max relative error {self.max_error:.2e}, tolerance {TOLERANCE:.0e})"]
+        lines = [
+            f"{self.name}: {'PASS' if self.passed else 'FAIL'} "
+            f"(max relative error {self.max_error:.2e}, tolerance {TOLERANCE:.0e})"
+        ]
         for name, error in self.errors.items():
             flag = "" if error < TOLERANCE else "   <-- wrong gradient"
-            lines.append(f"  {name.ljust(width)}  {error:.2e}  ({self.checked[name]} entries){flag}")
+            lines.append(
+                f"  {name.ljust(width)}  {error:.2e}  ({self.checked[name]} entries){flag}"
+            )
         return "\n".join(lines)
 
 
@@ -62,9 +66,17 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
     return float(np.abs(analytic - numeric).max() / scale)
 
 
-def check_gradients(network: Network, loss, x: np.ndarray, labels: np.ndarray,
-                    regularization: Regularization | None = None, name: str = "network",
-                    max_entries: int = 200, step: float = 1e-6, seed: int = 0) -> GradientCheck:
+def check_gradients(
+    network: Network,
+    loss,
+    x: np.ndarray,
+    labels: np.ndarray,
+    regularization: Regularization | None = None,
+    name: str = "network",
+    max_entries: int = 200,
+    step: float = 1e-6,
+    seed: int = 0,
+) -> GradientCheck:
     """Compare ``network``'s backward pass with central differences of ``loss``.
 
     Tensors with more than ``max_entries`` entries are checked on a random sample of entries.
@@ -111,16 +123,32 @@ def check_gradients(network: Network, loss, x: np.ndarray, labels: np.ndarray,
     return GradientCheck(name, errors, checked)
 
 
-def check_architecture(architecture: str | dict, input_size: int = 784, n_classes: int = 10,
-                       batch_size: int = 8, loss=None, regularization=None, seed: int = 0,
-                       max_entries: int = 200, name: str | None = None) -> GradientCheck:
+def check_architecture(
+    architecture: str | dict,
+    input_size: int = 784,
+    n_classes: int = 10,
+    batch_size: int = 8,
+    loss=None,
+    regularization=None,
+    seed: int = 0,
+    max_entries: int = 200,
+    name: str | None = None,
+) -> GradientCheck:
     """Build ``architecture`` in float64 with random data and check its gradients."""
     network = build_network(architecture, input_size, n_classes, dtype=np.float64, seed=seed)
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((batch_size, input_size))
     labels = rng.integers(0, n_classes, size=batch_size)
-    return check_gradients(network, loss or SoftmaxCrossEntropy(), x, labels, regularization,
-                           name=name or str(architecture), max_entries=max_entries, seed=seed)
+    return check_gradients(
+        network,
+        loss or SoftmaxCrossEntropy(),
+        x,
+        labels,
+        regularization,
+        name=name or str(architecture),
+        max_entries=max_entries,
+        seed=seed,
+    )
 
 
 SKIP_AND_CONCAT = {
@@ -139,8 +167,11 @@ SKIP_AND_CONCAT = {
 # One entry per layer type, loss and regularizer; `mlplab gradcheck` with no argument runs all.
 SUITE = [
     ("dense + sigmoid", "16:sigmoid", {}),
-    ("every element-wise activation",
-     "16:tanh,16:relu,16:leaky-relu(0.1),16:shifted-relu(-1),16:elu,16:linear", {}),
+    (
+        "every element-wise activation",
+        "16:tanh,16:relu,16:leaky-relu(0.1),16:shifted-relu(-1),16:elu,16:linear",
+        {},
+    ),
     ("softmax as a hidden layer", "16:softmax", {}),
     ("dropout (fixed mask)", "dropout(0.3),16:relu:dropout(0.5)", {}),
     ("layer normalization", "16:layernorm:tanh,16:layernorm:relu", {}),
@@ -149,12 +180,12 @@ SUITE = [
     ("mse loss, sigmoid output", "16:sigmoid", {"loss": MeanSquaredError("sigmoid")}),
     ("mse loss, softmax output", "16:tanh", {"loss": MeanSquaredError("softmax")}),
     ("mse loss, linear output", "16:relu", {"loss": MeanSquaredError("linear")}),
-    ("l1 + l2 penalties", "16:sigmoid",
-     {"regularization": Regularization(l1=1e-3, l2=1e-2)}),
+    ("l1 + l2 penalties", "16:sigmoid", {"regularization": Regularization(l1=1e-3, l2=1e-2)}),
 ]
 
 
 def run_suite(input_size: int = 12, n_classes: int = 5, seed: int = 0) -> list[GradientCheck]:
-    return [check_architecture(architecture, input_size, n_classes, seed=seed, name=name,
-                               **options)
-            for name, architecture, options in SUITE]
+    return [
+        check_architecture(architecture, input_size, n_classes, seed=seed, name=name, **options)
+        for name, architecture, options in SUITE
+    ]

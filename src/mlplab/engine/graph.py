@@ -20,7 +20,7 @@ and a graph is a list of nodes::
     ])
 
 The network's output is the last node's output, the logits; the loss applies the output
-activation (see :mod:`mlplab.losses`). "Depth" in mlplab means the number of hidden layers,
+activation (see :mod:`mlplab.engine.losses`). "Depth" in mlplab means the number of hidden layers,
 that is of Dense layers before the output layer.
 """
 
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlplab.engine.layers import Layer
 from mlplab.errors import ConfigError
-from mlplab.layers import Layer
 
 INPUT = "input"
 
@@ -60,8 +60,14 @@ class Network:
         Seeds the initializers and the dropout masks.
     """
 
-    def __init__(self, input_size: int, nodes: list[Node], output: str | None = None,
-                 dtype=np.float32, seed: int = 0):
+    def __init__(
+        self,
+        input_size: int,
+        nodes: list[Node],
+        output: str | None = None,
+        dtype=np.float32,
+        seed: int = 0,
+    ):
         if not isinstance(input_size, int) or input_size < 1:
             raise ConfigError(f"input size must be a positive whole number, got {input_size!r}")
         if not nodes:
@@ -176,27 +182,36 @@ class Network:
     @property
     def params(self) -> dict[str, np.ndarray]:
         """Every trainable array, by ``"<node>.<param>"`` name, in topological order."""
-        return {f"{name}.{key}": array
-                for name in self.order
-                for key, array in self.nodes[name].layer.params.items()}
+        return {
+            f"{name}.{key}": array
+            for name in self.order
+            for key, array in self.nodes[name].layer.params.items()
+        }
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
-        return {f"{name}.{key}": array
-                for name in self.order
-                for key, array in self.nodes[name].layer.grads.items()}
+        return {
+            f"{name}.{key}": array
+            for name in self.order
+            for key, array in self.nodes[name].layer.grads.items()
+        }
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
         """Saved state that is not trained, such as BatchNorm's running statistics."""
-        return {f"{name}.{key}": array
-                for name in self.order
-                for key, array in self.nodes[name].layer.buffers.items()}
+        return {
+            f"{name}.{key}": array
+            for name in self.order
+            for key, array in self.nodes[name].layer.buffers.items()
+        }
 
     def rng_states(self) -> dict[str, dict]:
         """The state of every layer's own random generator (dropout), for exact resumption."""
-        return {name: self.nodes[name].layer.rng.bit_generator.state
-                for name in self.order if hasattr(self.nodes[name].layer, "rng")}
+        return {
+            name: self.nodes[name].layer.rng.bit_generator.state
+            for name in self.order
+            if hasattr(self.nodes[name].layer, "rng")
+        }
 
     def set_rng_states(self, states: dict[str, dict]) -> None:
         for name, state in states.items():
@@ -211,7 +226,7 @@ class Network:
         """The logits for a batch ``x`` of shape ``(N, input_size)``.
 
         Layers write their outputs into arrays they keep from batch to batch (see
-        :meth:`~mlplab.layers.Layer.work_array`), so the returned array is overwritten by the
+        :meth:`~mlplab.engine.layers.Layer.work_array`), so the returned array is overwritten by the
         next call with the same batch size: copy it to keep it. :meth:`predict_logits` does.
         """
         if x.ndim != 2 or x.shape[1] != self.input_size:
@@ -262,18 +277,22 @@ class Network:
         n_out = self.sizes[self.output]
         logits = np.empty((x.shape[0], n_out), dtype=self.dtype)
         for start in range(0, x.shape[0], batch_size):
-            logits[start:start + batch_size] = self.forward(x[start:start + batch_size])
+            logits[start : start + batch_size] = self.forward(x[start : start + batch_size])
         return logits
 
     # ----------------------------------------------------------------- description
     def architecture(self) -> dict:
-        """The graph as plain JSON values; :func:`mlplab.architecture.network_from_spec` reads it."""
+        """The graph as plain JSON values; :func:`mlplab.engine.architecture.network_from_spec` reads it."""
         return {
             "input_size": self.input_size,
             "output": self.output,
             "nodes": [
-                {"name": name, "type": self.nodes[name].layer.type_name,
-                 "inputs": list(self.nodes[name].inputs), **self.nodes[name].layer.config()}
+                {
+                    "name": name,
+                    "type": self.nodes[name].layer.type_name,
+                    "inputs": list(self.nodes[name].inputs),
+                    **self.nodes[name].layer.config(),
+                }
                 for name in self.order
             ],
         }
@@ -284,14 +303,26 @@ class Network:
         for name in self.order:
             node = self.nodes[name]
             count = sum(p.size for p in node.layer.params.values())
-            rows.append((f"{name} ({node.layer.type_name})", ", ".join(node.inputs),
-                         f"(None, {self.sizes[name]})", f"{count:,}"))
+            rows.append(
+                (
+                    f"{name} ({node.layer.type_name})",
+                    ", ".join(node.inputs),
+                    f"(None, {self.sizes[name]})",
+                    f"{count:,}",
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         line = "-" * (sum(widths) + 6)
 
         def fmt(row):
-            return "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
-                              row[2].ljust(widths[2]), row[3].rjust(widths[3])])
+            return "  ".join(
+                [
+                    row[0].ljust(widths[0]),
+                    row[1].ljust(widths[1]),
+                    row[2].ljust(widths[2]),
+                    row[3].rjust(widths[3]),
+                ]
+            )
 
         body = [fmt(rows[0]), line.replace("-", "=")] + [fmt(row) for row in rows[1:]]
         n_buffers = sum(b.size for b in self.buffers.values())

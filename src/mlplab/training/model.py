@@ -11,35 +11,51 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlplab import metrics, train
-from mlplab.architecture import build_network
 from mlplab.data.preprocessing import FittedPreprocessing
-from mlplab.losses import MeanSquaredError, make_loss
+from mlplab.engine.architecture import build_network
+from mlplab.engine.losses import MeanSquaredError, make_loss
 from mlplab.saving import load_model, save_model
+from mlplab.training import loop as train
+from mlplab.training import metrics
 
 
 class Model:
-    """Wraps a :class:`~mlplab.graph.Network` with what predicting from images needs."""
+    """Wraps a :class:`~mlplab.engine.graph.Network` with what predicting from images needs."""
 
-    def __init__(self, network, loss, class_names: list[str],
-                 preprocessing: FittedPreprocessing | None = None, metadata: dict | None = None):
+    def __init__(
+        self,
+        network,
+        loss,
+        class_names: list[str],
+        preprocessing: FittedPreprocessing | None = None,
+        metadata: dict | None = None,
+    ):
         self.network, self.loss = network, loss
         self.class_names = list(class_names)
         self.preprocessing = preprocessing
         self.metadata = metadata or {}  # what the model file said besides its arrays
 
     @classmethod
-    def build(cls, architecture: str | dict, input_size: int, class_names: list[str],
-              loss: str = "cross-entropy", output_activation: str | None = None,
-              init: str = "auto", seed: int = 0, dtype=np.float32,
-              preprocessing: FittedPreprocessing | None = None) -> Model:
-        network = build_network(architecture, input_size, len(class_names), init=init,
-                                dtype=dtype, seed=seed)
+    def build(
+        cls,
+        architecture: str | dict,
+        input_size: int,
+        class_names: list[str],
+        loss: str = "cross-entropy",
+        output_activation: str | None = None,
+        init: str = "auto",
+        seed: int = 0,
+        dtype=np.float32,
+        preprocessing: FittedPreprocessing | None = None,
+    ) -> Model:
+        network = build_network(
+            architecture, input_size, len(class_names), init=init, dtype=dtype, seed=seed
+        )
         options = {"output_activation": output_activation} if output_activation else {}
         return cls(network, make_loss(loss, **options), class_names, preprocessing)
 
     def fit(self, x, y, **options) -> train.History:
-        """Train in place; the options are those of :func:`mlplab.train.fit`."""
+        """Train in place; the options are those of :func:`mlplab.training.loop.fit`."""
         return train.fit(self.network, self.loss, x, y, **options)
 
     def features(self, images: np.ndarray) -> np.ndarray:
@@ -72,15 +88,22 @@ class Model:
         loss = {"name": self.loss.name}
         if isinstance(self.loss, MeanSquaredError):
             loss["output_activation"] = self.loss.output_activation
-        return save_model(path, self.network, {"loss": loss, "class_names": self.class_names,
-                                               **(metadata or {})}, extra)
+        return save_model(
+            path,
+            self.network,
+            {"loss": loss, "class_names": self.class_names, **(metadata or {})},
+            extra,
+        )
 
     @classmethod
     def load(cls, path) -> Model:
         network, meta, archive = load_model(path)
         loss = dict(meta.get("loss", {"name": "cross-entropy"}))
         preprocessing = archive.group("preprocessing")
-        return cls(network, make_loss(loss.pop("name"), **loss),
-                   meta.get("class_names") or [str(i) for i in range(network.sizes[network.output])],
-                   FittedPreprocessing.from_state(preprocessing) if preprocessing else None,
-                   meta)
+        return cls(
+            network,
+            make_loss(loss.pop("name"), **loss),
+            meta.get("class_names") or [str(i) for i in range(network.sizes[network.output])],
+            FittedPreprocessing.from_state(preprocessing) if preprocessing else None,
+            meta,
+        )

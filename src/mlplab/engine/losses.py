@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlplab.activations import sigmoid, softmax
+from mlplab.engine.activations import sigmoid, softmax
 from mlplab.errors import ConfigError
 
 
@@ -97,6 +97,8 @@ def make_loss(name: str, **options):
     except KeyError:
         raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
     if cls is SoftmaxCrossEntropy and options:
-        raise ConfigError(f"cross-entropy takes no options (got {', '.join(options)}): its output "
-                          "activation is always the fused softmax; output_activation is for mse")
+        raise ConfigError(
+            f"cross-entropy takes no options (got {', '.join(options)}): its output "
+            "activation is always the fused softmax; output_activation is for mse"
+        )
     return cls(**options)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlplab.engine.layers import Layer
 from mlplab.errors import ConfigError
-from mlplab.layers import Layer
 
 
 def _normalize_backward(grad_out, gamma, x_hat, inv_std, axis):

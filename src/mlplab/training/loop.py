@@ -28,15 +28,22 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mlplab import optimizers as optimizers_module
+from mlplab.engine import optimizers as optimizers_module
+from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError, DivergenceError
-from mlplab.regularizers import Regularization
-from mlplab.saving import (CHECKPOINT_FORMAT, network_arrays, read_archive, write_archive,
-                           write_text)
-from mlplab.schedules import BatchSizeRamp, Constant, fixed_batch_size, steps_per_epoch
+from mlplab.saving import CHECKPOINT_FORMAT, network_arrays, read_archive, write_archive, write_text
+from mlplab.training.schedules import BatchSizeRamp, Constant, fixed_batch_size, steps_per_epoch
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "learning_rate", "batch_size", "seconds"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "batch_size",
+    "seconds",
+]
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,13 @@ class EarlyStopping:
 
     def __post_init__(self):
         if self.monitor not in ("val_loss", "val_accuracy"):
-            raise ConfigError(f"early stopping monitors val_loss or val_accuracy, "
-                              f"not {self.monitor!r}")
+            raise ConfigError(
+                f"early stopping monitors val_loss or val_accuracy, not {self.monitor!r}"
+            )
         if not isinstance(self.patience, int) or self.patience < 1:
-            raise ConfigError(f"early stopping patience must be a positive integer, "
-                              f"got {self.patience!r}")
+            raise ConfigError(
+                f"early stopping patience must be a positive integer, got {self.patience!r}"
+            )
         if self.min_delta < 0:
             raise ConfigError(f"min_delta must not be negative, got {self.min_delta!r}")
 
@@ -89,8 +98,11 @@ class History:
             self.columns[key].append(record.get(key))
 
     def to_dict(self) -> dict:
-        return {"columns": self.columns, "best_epoch": self.best_epoch,
-                "stopped_early": self.stopped_early}
+        return {
+            "columns": self.columns,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+        }
 
     @classmethod
     def from_dict(cls, value: dict) -> History:
@@ -117,8 +129,8 @@ def evaluate_loss(network, loss, x, y, batch_size: int = 1000) -> tuple[float, f
     """Mean loss and accuracy of ``network`` on ``(x, y)`` in inference mode."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        logits = network.forward(x[start:start + batch_size])
-        batch_labels = y[start:start + batch_size]
+        logits = network.forward(x[start : start + batch_size])
+        batch_labels = y[start : start + batch_size]
         total_loss += loss.forward(logits, batch_labels) * len(batch_labels)
         correct += int((logits.argmax(axis=1) == batch_labels).sum())
     return total_loss / len(y), correct / len(y)
@@ -133,26 +145,42 @@ def _restore(network, arrays: dict[str, np.ndarray]) -> None:
         target[...] = arrays[name]
 
 
-def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
-        batch_size: int | BatchSizeRamp = 128, schedule=None, validation_data=None,
-        regularization: Regularization | None = None, early_stopping: EarlyStopping | None = None,
-        seed: int = 0, threads: int | None = None, checkpoint_path=None, resume: bool = False,
-        max_steps: int | None = None, progress: bool = True, callbacks=()) -> History:
+def fit(
+    network,
+    loss,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    optimizer,
+    epochs: int,
+    batch_size: int | BatchSizeRamp = 128,
+    schedule=None,
+    validation_data=None,
+    regularization: Regularization | None = None,
+    early_stopping: EarlyStopping | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    checkpoint_path=None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+    callbacks=(),
+) -> History:
     """Train ``network`` in place and return its :class:`History`.
 
     Parameters
     ----------
-    network : mlplab.graph.Network
-    loss : a loss from :mod:`mlplab.losses`
+    network : mlplab.engine.graph.Network
+    loss : a loss from :mod:`mlplab.engine.losses`
     x, y : arrays
         Features ``(N, input_size)`` (float32) and integer labels ``(N,)``.
-    optimizer : mlplab.optimizers.Optimizer
+    optimizer : mlplab.engine.optimizers.Optimizer
     epochs : int
         Number of passes over the data (``max_steps`` may stop earlier).
     batch_size : int or BatchSizeRamp
         A fixed size or a ramp such as ``BatchSizeRamp(start=20, growth=2, final=128)``.
     schedule : callable ``epoch (float) -> learning rate``, optional
-        From :mod:`mlplab.schedules`; default: the optimizer's learning rate, constant.
+        From :mod:`mlplab.training.schedules`; default: the optimizer's learning rate, constant.
     validation_data : (x_val, y_val), optional
     regularization : Regularization, optional
     early_stopping : EarlyStopping, optional
@@ -200,20 +228,32 @@ def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
             order = np.random.default_rng([seed, epoch]).permutation(len(y))
             n_steps = steps_per_epoch(len(y), size)
             loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(total=len(y), desc=f"epoch {epoch + 1}/{epochs}", unit="ex",
-                       unit_scale=True, leave=True, disable=not progress, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(y),
+                desc=f"epoch {epoch + 1}/{epochs}",
+                unit="ex",
+                unit_scale=True,
+                leave=True,
+                disable=not progress,
+                dynamic_ncols=True,
+            )
             for batch_index in range(n_steps):
                 learning_rate = schedule(epoch + batch_index / n_steps)
                 optimizer.learning_rate = learning_rate
-                indices = order[batch_index * size:(batch_index + 1) * size]
+                indices = order[batch_index * size : (batch_index + 1) * size]
                 xb, yb = x[indices], y[indices]
                 logits = network.forward(xb, training=True)
                 correct += int((logits.argmax(axis=1) == yb).sum())
                 batch_loss = loss.forward(logits, yb)
                 if not math.isfinite(batch_loss):
                     bar.close()
-                    _diverged(epoch, batch_index, f"the loss became {batch_loss}", learning_rate,
-                              checkpoint_path)
+                    _diverged(
+                        epoch,
+                        batch_index,
+                        f"the loss became {batch_loss}",
+                        learning_rate,
+                        checkpoint_path,
+                    )
                 network.backward(loss.backward())
                 regularization.add_penalty_gradients(params, grads)
                 regularization.clip_gradients(grads)
@@ -224,29 +264,43 @@ def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
                 step += 1
                 bar.update(len(yb))
                 if batch_index % 20 == 0 or batch_index == n_steps - 1:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False
+                    )
                 if max_steps is not None and step >= max_steps:
                     stop = True
                     break
             if not all(np.isfinite(p).all() for p in params.values()):
                 bar.close()
-                _diverged(epoch, n_steps - 1, "a weight became NaN or Inf", learning_rate,
-                          checkpoint_path)
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
-                      "train_accuracy": correct / seen, "learning_rate": learning_rate,
-                      "batch_size": size}
+                _diverged(
+                    epoch, n_steps - 1, "a weight became NaN or Inf", learning_rate, checkpoint_path
+                )
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "learning_rate": learning_rate,
+                "batch_size": size,
+            }
             if validation_data is not None:
                 record["val_loss"], record["val_accuracy"] = evaluate_loss(
-                    network, loss, *validation_data)
+                    network, loss, *validation_data
+                )
                 if not math.isfinite(record["val_loss"]):
                     bar.close()
-                    _diverged(epoch, n_steps - 1, "the validation loss became "
-                              f"{record['val_loss']}", learning_rate, checkpoint_path)
-                bar.set_postfix(loss=f"{record['train_loss']:.4f}",
-                                acc=f"{record['train_accuracy']:.4f}",
-                                val_loss=f"{record['val_loss']:.4f}",
-                                val_acc=f"{record['val_accuracy']:.4f}")
+                    _diverged(
+                        epoch,
+                        n_steps - 1,
+                        f"the validation loss became {record['val_loss']}",
+                        learning_rate,
+                        checkpoint_path,
+                    )
+                bar.set_postfix(
+                    loss=f"{record['train_loss']:.4f}",
+                    acc=f"{record['train_accuracy']:.4f}",
+                    val_loss=f"{record['val_loss']:.4f}",
+                    val_acc=f"{record['val_accuracy']:.4f}",
+                )
             bar.close()
             record["seconds"] = time.perf_counter() - started
             history.append(**record)
@@ -262,8 +316,18 @@ def fit(network, loss, x: np.ndarray, y: np.ndarray, *, optimizer, epochs: int,
             for callback in callbacks:
                 stop = bool(callback.on_epoch_end(epoch + 1, record)) or stop
             if checkpoint_path is not None:  # the last weights, so that more epochs can follow
-                _save_checkpoint(checkpoint_path, network, optimizer, history, epoch + 1, step,
-                                 best_value, wait, best_arrays, stop or epoch + 1 == epochs)
+                _save_checkpoint(
+                    checkpoint_path,
+                    network,
+                    optimizer,
+                    history,
+                    epoch + 1,
+                    step,
+                    best_value,
+                    wait,
+                    best_arrays,
+                    stop or epoch + 1 == epochs,
+                )
             if stop:
                 break
     return _finish(network, history, best_arrays)
@@ -279,13 +343,16 @@ def _finish(network, history, best_arrays) -> History:
 
 
 def _diverged(epoch, batch_index, what, learning_rate, checkpoint_path):
-    kept = (f"the last good checkpoint is kept at {checkpoint_path}"
-            if checkpoint_path is not None and Path(checkpoint_path).exists()
-            else "no checkpoint was written before this")
+    kept = (
+        f"the last good checkpoint is kept at {checkpoint_path}"
+        if checkpoint_path is not None and Path(checkpoint_path).exists()
+        else "no checkpoint was written before this"
+    )
     raise DivergenceError(
         f"training diverged at epoch {epoch + 1}, step {batch_index + 1}: {what}. Likely causes: "
         f"a learning rate too high (it was {learning_rate:g}; try 10x lower), or an unstable loss "
-        f"or activation; {kept}")
+        f"or activation; {kept}"
+    )
 
 
 @contextmanager
@@ -306,16 +373,20 @@ def _thread_limit(threads: int | None):
 
 
 # ------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path, network, optimizer, history, epoch, step, best_value, wait,
-                     best_arrays, finished):
+def _save_checkpoint(
+    path, network, optimizer, history, epoch, step, best_value, wait, best_arrays, finished
+):
     arrays = network_arrays(network)
     arrays.update({f"optimizer/{name}": a for name, a in optimizer.state.items()})
     if best_arrays is not None:
         arrays.update({f"best/{name}": a for name, a in best_arrays.items()})
     metadata = {
-        "epoch": epoch, "step": step,
+        "epoch": epoch,
+        "step": step,
         "finished": finished,  # for people reading the file; resuming decides from the rest
-        "history": history.to_dict(), "best_value": best_value, "wait": wait,
+        "history": history.to_dict(),
+        "best_value": best_value,
+        "wait": wait,
         "rng_states": network.rng_states(),
         "optimizer": {"name": optimizer.name, **optimizer.config()},
         "dtype": network.dtype.name,
@@ -326,16 +397,25 @@ def _save_checkpoint(path, network, optimizer, history, epoch, step, best_value,
 def _load_checkpoint(path, network, optimizer) -> dict:
     archive = read_archive(path, CHECKPOINT_FORMAT)
     if archive.architecture != network.architecture():
-        raise ConfigError(f"{path}: this checkpoint belongs to a different architecture; start "
-                          "a new run folder or drop --resume")
+        raise ConfigError(
+            f"{path}: this checkpoint belongs to a different architecture; start "
+            "a new run folder or drop --resume"
+        )
     if archive.metadata["optimizer"]["name"] != optimizer.name:
-        raise ConfigError(f"{path}: this checkpoint was trained with "
-                          f"{archive.metadata['optimizer']['name']}, not {optimizer.name}")
+        raise ConfigError(
+            f"{path}: this checkpoint was trained with "
+            f"{archive.metadata['optimizer']['name']}, not {optimizer.name}"
+        )
     _restore(network, {name: archive.arrays[name] for name in network_arrays(network)})
     optimizer.state = {name: array.copy() for name, array in archive.group("optimizer").items()}
     network.set_rng_states(archive.metadata["rng_states"])
     best = archive.group("best")
     meta = archive.metadata
-    return {"epoch": meta["epoch"], "step": meta["step"], "history": meta["history"],
-            "best_value": meta["best_value"], "wait": meta["wait"],
-            "best_arrays": best or None}
+    return {
+        "epoch": meta["epoch"],
+        "step": meta["step"],
+        "history": meta["history"],
+        "best_value": meta["best_value"],
+        "wait": meta["wait"],
+        "best_arrays": best or None,
+    }

@@ -10,8 +10,8 @@ A layer is a small object with ``forward`` and ``backward`` side by side:
   merge with several inputs) and stores parameter gradients in ``self.grads`` under the same
   names as ``self.params``. It never changes ``grad_out`` in place.
 
-Activations live in :mod:`mlplab.activations`, normalization layers in
-:mod:`mlplab.normalization`. Every concrete layer registers itself under ``type_name`` so that
+Activations live in :mod:`mlplab.engine.activations`, normalization layers in
+:mod:`mlplab.engine.normalization`. Every concrete layer registers itself under ``type_name`` so that
 architectures can be written as strings, config files and JSON in saved models.
 """
 
@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mlplab import initializers
+from mlplab.engine import initializers
 from mlplab.errors import ConfigError
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
@@ -108,7 +108,9 @@ class Dense(Layer):
     def __init__(self, units: int, init: str = "glorot-uniform"):
         super().__init__()
         if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ConfigError(f"a dense layer needs a positive whole number of units, got {units!r}")
+            raise ConfigError(
+                f"a dense layer needs a positive whole number of units, got {units!r}"
+            )
         initializers.get(init)  # fail early on an unknown initializer name
         self.units = units
         self.init = init

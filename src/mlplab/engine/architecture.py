@@ -48,14 +48,21 @@ from pathlib import Path
 import numpy as np
 
 # Importing these modules registers their layer types.
-from mlplab import activations, normalization  # noqa: F401
+from mlplab.engine import (
+    activations,
+    normalization,  # noqa: F401
+)
+from mlplab.engine.graph import INPUT, Network, Node
+from mlplab.engine.layers import LAYER_TYPES, Dense, make_layer
 from mlplab.errors import ConfigError
-from mlplab.graph import INPUT, Network, Node
-from mlplab.layers import LAYER_TYPES, Dense, make_layer
 
 STEP_OPTION = {  # the option a number in parentheses sets, per step name
-    "leaky-relu": "slope", "shifted-relu": "floor", "elu": "alpha",
-    "dropout": "rate", "layernorm": "eps", "batchnorm": "momentum",
+    "leaky-relu": "slope",
+    "shifted-relu": "floor",
+    "elu": "alpha",
+    "dropout": "rate",
+    "layernorm": "eps",
+    "batchnorm": "momentum",
 }
 STEP_NAMES = [*activations.ACTIVATIONS, "dropout", "layernorm", "batchnorm"]
 RELU_FAMILY = {"relu", "leaky-relu", "shifted-relu", "elu"}
@@ -108,8 +115,9 @@ def _parse_step(part: str, text: str) -> tuple[str, dict]:
         raise ConfigError(f"bad number {number!r} in architecture {text!r}") from None
 
 
-def network_from_string(text: str, input_size: int, n_classes: int, init: str = "auto",
-                        dtype=np.float32, seed: int = 0) -> Network:
+def network_from_string(
+    text: str, input_size: int, n_classes: int, init: str = "auto", dtype=np.float32, seed: int = 0
+) -> Network:
     """A stack from an architecture string, with a final Dense layer of ``n_classes`` logits.
 
     ``init="auto"`` uses He initialization before ReLU-like activations and Glorot elsewhere.
@@ -118,7 +126,7 @@ def network_from_string(text: str, input_size: int, n_classes: int, init: str = 
     layers = []
     for index, (type_name, options) in enumerate(hidden):
         if type_name == "dense":
-            options = {**options, "init": _choose_init(init, hidden[index + 1:])}
+            options = {**options, "init": _choose_init(init, hidden[index + 1 :])}
         layers.append(make_layer(type_name, **options))
     return Network.stack(input_size, layers, dtype=dtype, seed=seed)
 
@@ -126,25 +134,34 @@ def network_from_string(text: str, input_size: int, n_classes: int, init: str = 
 def _choose_init(init: str, following: list[tuple[str, dict]]) -> str:
     if init != "auto":
         return init
-    next_activation = next((name for name, _ in following if name in activations.ACTIVATIONS
-                            or name == "dense"), None)
+    next_activation = next(
+        (name for name, _ in following if name in activations.ACTIVATIONS or name == "dense"), None
+    )
     return "he-normal" if next_activation in RELU_FAMILY else "glorot-uniform"
 
 
-def network_from_spec(spec: dict, input_size: int | None = None, n_classes: int | None = None,
-                      dtype=np.float32, seed: int = 0) -> Network:
+def network_from_spec(
+    spec: dict,
+    input_size: int | None = None,
+    n_classes: int | None = None,
+    dtype=np.float32,
+    seed: int = 0,
+) -> Network:
     """A network from a graph spec (see the module docstring); checks sizes against the data."""
     if not isinstance(spec, dict) or not isinstance(spec.get("nodes"), list):
         raise ConfigError("a graph spec needs a list of nodes under the key 'nodes'")
     spec_input = spec.get("input_size")
     if spec_input is not None and input_size is not None and spec_input != input_size:
-        raise ConfigError(f"the spec's input_size {spec_input} does not match the data's "
-                          f"{input_size} features")
+        raise ConfigError(
+            f"the spec's input_size {spec_input} does not match the data's {input_size} features"
+        )
     nodes = []
     for index, entry in enumerate(spec["nodes"]):
         if not isinstance(entry, dict) or "type" not in entry:
-            raise ConfigError(f"node #{index + 1} of the spec needs a 'type' "
-                              f"(one of: {', '.join(sorted(LAYER_TYPES))})")
+            raise ConfigError(
+                f"node #{index + 1} of the spec needs a 'type' "
+                f"(one of: {', '.join(sorted(LAYER_TYPES))})"
+            )
         options = {k: v for k, v in entry.items() if k not in ("name", "type", "inputs")}
         name = entry.get("name", f"{entry['type']}{index + 1}")
         inputs = entry.get("inputs", [nodes[-1].name if nodes else INPUT])
@@ -155,22 +172,32 @@ def network_from_spec(spec: dict, input_size: int | None = None, n_classes: int 
         except ConfigError as error:
             raise ConfigError(f"node {name!r}: {error}") from None
         nodes.append(Node(name, layer, list(inputs)))
-    network = Network(spec_input or input_size, nodes, output=spec.get("output"), dtype=dtype,
-                      seed=seed)
+    network = Network(
+        spec_input or input_size, nodes, output=spec.get("output"), dtype=dtype, seed=seed
+    )
     out_size = network.sizes[network.output]
     if n_classes is not None and out_size != n_classes:
-        raise ConfigError(f"the output node {network.output!r} has {out_size} units but the data "
-                          f"has {n_classes} classes; make the last Dense layer {n_classes} wide")
+        raise ConfigError(
+            f"the output node {network.output!r} has {out_size} units but the data "
+            f"has {n_classes} classes; make the last Dense layer {n_classes} wide"
+        )
     return network
 
 
-def build_network(architecture: str | dict, input_size: int, n_classes: int, init: str = "auto",
-                  dtype=np.float32, seed: int = 0) -> Network:
+def build_network(
+    architecture: str | dict,
+    input_size: int,
+    n_classes: int,
+    init: str = "auto",
+    dtype=np.float32,
+    seed: int = 0,
+) -> Network:
     """An architecture string or a graph spec, whichever ``architecture`` is."""
     if isinstance(architecture, dict):
         return network_from_spec(architecture, input_size, n_classes, dtype=dtype, seed=seed)
-    return network_from_string(architecture, input_size, n_classes, init=init, dtype=dtype,
-                               seed=seed)
+    return network_from_string(
+        architecture, input_size, n_classes, init=init, dtype=dtype, seed=seed
+    )
 
 
 def read_architecture(value: str) -> str | dict:
@@ -186,14 +213,18 @@ def read_architecture(value: str) -> str | dict:
         text = path.read_text()
         spec = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except OSError as error:
-        raise ConfigError(f"{value}: cannot read the architecture file ({error.strerror})") from None
+        raise ConfigError(
+            f"{value}: cannot read the architecture file ({error.strerror})"
+        ) from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"{value}: not valid {path.suffix[1:].upper()} ({error})") from None
     if isinstance(spec, dict):
         spec = spec.get("model", spec)
     if not isinstance(spec, dict):
-        raise ConfigError(f"{value}: expected a table/object with 'nodes' or 'architecture', "
-                          f"found a {type(spec).__name__}")
+        raise ConfigError(
+            f"{value}: expected a table/object with 'nodes' or 'architecture', "
+            f"found a {type(spec).__name__}"
+        )
     if "nodes" in spec:
         return spec
     if isinstance(spec.get("architecture"), str):
@@ -201,5 +232,11 @@ def read_architecture(value: str) -> str | dict:
     raise ConfigError(f"{value}: found neither 'nodes' nor an 'architecture' string in it")
 
 
-__all__ = ["Dense", "build_network", "network_from_spec", "network_from_string",
-           "parse_architecture", "read_architecture"]
+__all__ = [
+    "Dense",
+    "build_network",
+    "network_from_spec",
+    "network_from_string",
+    "parse_architecture",
+    "read_architecture",
+]

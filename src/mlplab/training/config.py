@@ -142,8 +142,10 @@ class RunConfig:
         config = cls()
         unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"{source}: unknown table(s) {', '.join(sorted(unknown))}; known: "
-                              + ", ".join(f.name for f in dataclasses.fields(cls)))
+            raise ConfigError(
+                f"{source}: unknown table(s) {', '.join(sorted(unknown))}; known: "
+                + ", ".join(f.name for f in dataclasses.fields(cls))
+            )
         for section in dataclasses.fields(cls):
             table = value.get(section.name, {})
             if not isinstance(table, dict):

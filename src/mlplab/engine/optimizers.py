@@ -130,8 +130,13 @@ class Momentum(Optimizer):
     name = "momentum"
     state_names = ("velocity",)
 
-    def __init__(self, learning_rate: float, momentum: float = 0.9, nesterov: bool = False,
-                 dampened: bool = False):
+    def __init__(
+        self,
+        learning_rate: float,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        dampened: bool = False,
+    ):
         super().__init__(learning_rate)
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
@@ -157,8 +162,12 @@ class Momentum(Optimizer):
         param += scratch
 
     def config(self):
-        return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov,
-                "dampened": self.dampened}
+        return {
+            **super().config(),
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "dampened": self.dampened,
+        }
 
 
 class RMSprop(Optimizer):
@@ -201,8 +210,13 @@ class Adam(Optimizer):
     name = "adam"
     state_names = ("m", "v")
 
-    def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8):
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ):
         super().__init__(learning_rate)
         self.beta1, self.beta2 = _fraction("beta1", beta1), _fraction("beta2", beta2)
         self.eps = _positive("eps", eps)
@@ -239,8 +253,14 @@ class AdamW(Adam):
 
     name = "adamw"
 
-    def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 1e-2):
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ):
         super().__init__(learning_rate, beta1, beta2, eps)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
 
