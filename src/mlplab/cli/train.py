@@ -20,8 +20,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mlplab.errors import ConfigError, DataError
 from mlplab.training.config import RunConfig
 
@@ -131,18 +129,6 @@ def register(subparsers) -> None:
     )
     evaluate.set_defaults(func=run_eval)
 
-    predict = subparsers.add_parser("predict", help="classify PNG/JPEG images with a saved model")
-    predict.add_argument("model", help="a model file (.npz) or a run folder")
-    predict.add_argument(
-        "images",
-        nargs="+",
-        help="image files (any size; dark-on-light is inverted to MNIST's light-on-dark)",
-    )
-    predict.add_argument(
-        "--no-crop", action="store_true", help="don't crop to the digit and re-centre it"
-    )
-    predict.set_defaults(func=run_predict)
-
 
 def _number(text: str) -> float:
     try:
@@ -251,7 +237,7 @@ def run_train(args) -> int:
     return 0
 
 
-def _model_path(value: str) -> Path:
+def model_path(value: str) -> Path:
     path = Path(value)
     return path / MODEL_FILE if path.is_dir() else path
 
@@ -261,7 +247,7 @@ def run_eval(args) -> int:
     from mlplab.training.metrics import format_evaluation
     from mlplab.training.model import Model
 
-    path = _model_path(args.model)
+    path = model_path(args.model)
     model = Model.load(path)  # read once: its metadata says which data it was trained on
     data_config = model.metadata.get("config", {}).get("data", {})
     dataset_name = (
@@ -278,21 +264,4 @@ def run_eval(args) -> int:
     else:
         print(f"{path} on the {data.name} test set ({len(data.test_labels)} images)")
         print(format_evaluation(metrics))
-    return 0
-
-
-def run_predict(args) -> int:
-    from mlplab.data.images import load_images
-    from mlplab.training.model import Model
-
-    model = Model.load(_model_path(args.model))
-    shape = model.preprocessing.image_shape if model.preprocessing else (28, 28)
-    pixels = load_images(args.images, size=tuple(shape), crop=not args.no_crop)
-    images = (pixels * 255.0).reshape(len(args.images), *shape)  # back to MNIST's 0..255 scale
-    probabilities = model.predict_proba(model.features(images))
-    for path, row in zip(args.images, probabilities):
-        best = int(np.argmax(row))
-        ranked = np.argsort(row)[::-1][:3]
-        others = ", ".join(f"{model.class_names[i]} {row[i]:.3f}" for i in ranked)
-        print(f"{path}: {model.class_names[best]} (p={row[best]:.3f}; top: {others})")
     return 0

@@ -21,18 +21,17 @@ import csv
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mlplab.engine import optimizers as optimizers_module
 from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError, DivergenceError
 from mlplab.saving import CHECKPOINT_FORMAT, network_arrays, read_archive, write_archive, write_text
 from mlplab.training.schedules import BatchSizeRamp, Constant, fixed_batch_size, steps_per_epoch
+from mlplab.training.threads import thread_limit
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -220,7 +219,7 @@ def fit(
             return _finish(network, history, best_arrays)
 
     # Overflow on the way to a NaN is reported once, by the divergence guard, not as warnings.
-    with _thread_limit(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with thread_limit(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         stop = False
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
@@ -353,23 +352,6 @@ def _diverged(epoch, batch_index, what, learning_rate, checkpoint_path):
         f"a learning rate too high (it was {learning_rate:g}; try 10x lower), or an unstable loss "
         f"or activation; {kept}"
     )
-
-
-@contextmanager
-def _thread_limit(threads: int | None):
-    """Use ``threads`` BLAS and element-wise threads for the duration of training."""
-    if threads is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    before = optimizers_module.get_threads()
-    optimizers_module.set_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        optimizers_module.set_threads(before)
 
 
 # ------------------------------------------------------------------------- checkpoints
