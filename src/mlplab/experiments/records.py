@@ -1,0 +1,84 @@
+"""What one finished trial leaves behind: the unit the results store keeps and the reports read.
+
+A trial is one training run of one resolved configuration with one master seed. Two hashes
+identify it:
+
+- ``config_hash``: the configuration without its seeds (and without settings that cannot change
+  the result, such as the thread count or the data folder), so that the seeds of one
+  configuration group together for statistics;
+- ``trial_key``: ``config_hash`` plus the seeds, so that re-running a sweep skips finished trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Config keys that never change what a trial computes, left out of both hashes.
+NON_RESULT_KEYS = {("data", "data_dir"), ("training", "threads")}
+# Config keys that are seeds: left out of config_hash, kept in trial_key.
+SEED_KEYS = {
+    ("training", "seed"),
+    ("training", "split_seed"),
+    ("training", "init_seed"),
+    ("training", "order_seed"),
+    ("training", "dropout_seed"),
+}
+
+
+def _canonical(config: dict, drop: set[tuple[str, str]]) -> str:
+    kept = {
+        table: {key: value for key, value in values.items() if (table, key) not in drop}
+        for table, values in config.items()
+    }
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config: dict) -> str:
+    """Identity of a configuration across seeds (16 hex digits of a sha256)."""
+    text = _canonical(config, NON_RESULT_KEYS | SEED_KEYS)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def trial_key(config: dict) -> str:
+    """Identity of one trial: the configuration and its seeds."""
+    text = _canonical(config, NON_RESULT_KEYS)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrialRecord:
+    """One finished (or failed) trial, as the store keeps it.
+
+    ``config`` is ``RunConfig.to_dict()`` of the fully resolved run config (plain TOML-able
+    values). ``metrics`` holds at least ``test_accuracy``, ``test_first_half``,
+    ``test_last_half``, ``test_loss``, and, when the run had validation data, ``val_accuracy``
+    and ``val_loss`` of the weights kept; also ``train_loss``/``train_accuracy`` of that epoch.
+    ``history`` is the per-epoch columns (``History.columns``). ``predictions`` is the predicted
+    class of every test image, one byte each (``uint8``), in test-set order, for paired tests.
+    """
+
+    config: dict
+    sweep: str = ""  # the sweep's name, or "" for a single `mlplab train --store` run
+    label: str = ""  # a short human name of the configuration, e.g. "950:relu,50:sigmoid lr=0.001"
+    status: str = "done"  # "done" or "failed"
+    error: str = ""  # the one-line error of a failed trial
+    seeds: dict = field(default_factory=dict)  # {"seed": 0, "split": .., "init": .., ...}
+    metrics: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # {"train_seconds": .., "total_seconds": ..}
+    machine: dict = field(default_factory=dict)  # {"hostname": .., "platform": .., "cpus": ..}
+    versions: dict = field(default_factory=dict)  # {"mlplab": .., "numpy": .., "python": ..}
+    predictions: np.ndarray | None = None  # uint8, one per test image
+    labels_sha256: str = ""  # of the test labels the predictions refer to (paired tests check it)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def trial_key(self) -> str:
+        return trial_key(self.config)
