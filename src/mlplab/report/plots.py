@@ -1,10 +1,12 @@
 """Plots as PNG files: training curves, a confusion matrix, a grid of misclassified images.
 
-Each function takes results that were already computed (a history dict, a confusion matrix,
-predictions), writes one PNG and returns its path. Figures are drawn with matplotlib's Agg
-renderer on ``Figure`` objects, never through ``pyplot``: no window can open, no global figure
-list grows in long sessions, and an interactive backend the user chose elsewhere is left alone.
-Files are written to a temporary name and renamed into place, so a crash never leaves half a PNG.
+Each plot is drawn in two steps: a ``*_figure`` function takes results that were already computed
+(a history dict, a confusion matrix, predictions) and returns a matplotlib ``Figure``, which tests
+can inspect; a ``plot_*`` function saves that figure as one PNG and returns its path. Figures are
+drawn with matplotlib's Agg renderer on ``Figure`` objects, never through ``pyplot``: no window
+can open, no global figure list grows in long sessions, and an interactive backend the user chose
+elsewhere is left alone. Files are written to a temporary name and renamed into place, so a crash
+never leaves half a PNG.
 """
 
 from __future__ import annotations
@@ -19,14 +21,21 @@ from matplotlib.ticker import MaxNLocator
 
 from mlplab.saving import atomic_path
 
+# Colours of the two splits and of the markers, the same in every panel.
+TRAIN_COLOUR, VAL_COLOUR, BEST_COLOUR = "tab:blue", "tab:orange", "tab:green"
+# The zoomed accuracy panel never spans less than this: a curve that moves by 0.1 percentage
+# point must look flat, not like learning.
+_MIN_ZOOM_SPAN = 0.05
 
-def _new_figure(width: float, height: float) -> Figure:
+
+def new_figure(width: float, height: float) -> Figure:
+    """A ``Figure`` of ``width`` x ``height`` inches with the Agg canvas attached."""
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)  # attaches the Agg canvas that savefig will render with
     return figure
 
 
-def _save(figure: Figure, path) -> Path:
+def save_figure(figure: Figure, path) -> Path:
     """Write ``figure`` to ``path`` as PNG atomically; return the path."""
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
         figure.savefig(file, format="png")
@@ -36,82 +45,245 @@ def _save(figure: Figure, path) -> Path:
 def _series(history: dict, key: str, length: int) -> np.ndarray | None:
     """History values for ``key`` as floats (None -> NaN, a gap in the line), or None if absent."""
     values = history.get(key)
-    if not values:
+    if not values or all(v is None for v in values):
         return None
     return np.array([math.nan if v is None else float(v) for v in values[:length]])
 
 
-def plot_curves(history: dict[str, list[float]], path) -> Path:
-    """Loss and accuracy per epoch, training against validation, side by side.
+def _train_label(history: dict, dropout: bool) -> str:
+    """What the ``train_*`` figures measured, in words, from whatever the history says about it.
+
+    Training figures are either averaged over the epoch's batches while the weights change (and
+    with dropout on), or measured once after the epoch in inference mode like validation. The
+    history may say which in a ``train_measured`` column of strings, or in boolean columns
+    ``train_running`` / ``train_dropout``; without them we cannot tell and say just "train".
+    """
+    measured = [v for v in history.get("train_measured") or [] if isinstance(v, str) and v]
+    if measured:
+        return f"train ({measured[-1]})"
+    running = any(history.get("train_running") or [])
+    dropout = dropout or any(history.get("train_dropout") or [])
+    if running:
+        return "train (running, dropout on)" if dropout else "train (running, during the epoch)"
+    return "train"
+
+
+def _train_splits(history: dict, dropout: bool) -> list[tuple[str, str, str]]:
+    """(column prefix, legend label, line style) of every training series the history holds."""
+    splits = []
+    if any(k in history for k in ("train_loss", "train_accuracy")):
+        splits.append(("train", _train_label(history, dropout), "-"))
+    if any(k in history for k in ("train_running_loss", "train_running_accuracy")):
+        label = "train (running, dropout on)" if dropout else "train (running, during the epoch)"
+        splits.append(("train_running", label, ":"))
+    if any(k in history for k in ("train_eval_loss", "train_eval_accuracy")):
+        splits.append(("train_eval", "train (after the epoch, inference mode)", "-"))
+    return splits
+
+
+def _zoom_limits(values: list[np.ndarray], chance: float) -> tuple[float, float]:
+    """Accuracy axis for the high end: from a multiple of 5% below the later epochs' lowest value
+    up to 1, never narrower than ``_MIN_ZOOM_SPAN``, never below chance."""
+    later = [v[len(v) // 2 :] for v in values]
+    finite = np.concatenate(later) if later else np.array([])
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return max(chance, 0.9), 1.0
+    low = math.floor(float(finite.min()) * 20) / 20  # down to a multiple of 0.05
+    return max(chance, min(low, 1.0 - _MIN_ZOOM_SPAN)), 1.0
+
+
+def curves_figure(
+    history: dict[str, list],
+    *,
+    best_epoch: int | None = None,
+    title: str | None = None,
+    n_classes: int | None = None,
+    dropout: bool = False,
+) -> Figure:
+    """Four panels: loss; accuracy from 0 to 1; accuracy at the high end; learning rate.
 
     Parameters
     ----------
-    history : dict of str to list of float
-        Keys as written by training: ``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``,
-        ``val_accuracy`` (others are ignored). Missing keys, such as validation curves of a run
-        without a validation set, are simply not drawn.
-    path : str or Path
-        Where to write the PNG.
+    history : dict of str to list
+        Columns as written by training: ``epoch``, ``train_loss``, ``train_accuracy``,
+        ``val_loss``, ``val_accuracy``, ``learning_rate``, ``batch_size`` (others are ignored,
+        except those that say how training figures were measured, see :func:`_train_label`).
+        Missing columns, such as validation of a run without a validation set, are not drawn.
+    best_epoch : int, optional
+        1-based epoch whose weights the model kept; marked by a vertical line in every panel.
+    title : str, optional
+        What was trained, shown above the panels.
+    n_classes : int, optional
+        Draws chance accuracy (``1 / n_classes``) as a dotted line.
+    dropout : bool
+        The network has dropout: running training figures were measured with it on.
 
     Returns
     -------
-    Path
+    Figure
+        Axes in order: loss, accuracy, accuracy (high end), learning rate; plus a twin axis for the
+        batch size when it changes.
     """
-    lengths = [len(v) for k, v in history.items() if k.endswith(("_loss", "_accuracy")) and v]
-    n_points = max(lengths, default=0)
+    series_keys = [k for k, v in history.items() if k.endswith(("_loss", "_accuracy")) and v]
+    n_points = max((len(history[k]) for k in series_keys), default=0)
     epochs = np.asarray(history.get("epoch") or range(1, n_points + 1), dtype=float)
+    chance = 1.0 / n_classes if n_classes else 0.0
+    splits = [*_train_splits(history, dropout), ("val", "validation", "--")]
+    colours = {"train": TRAIN_COLOUR, "val": VAL_COLOUR}
 
-    figure = _new_figure(10, 4)
-    for axes, quantity in zip(figure.subplots(1, 2), ("loss", "accuracy")):
-        drawn = False
-        for split, style in (("train", "-"), ("val", "--")):
-            values = _series(history, f"{split}_{quantity}", len(epochs))
-            if values is not None:
-                label = "training" if split == "train" else "validation"
-                axes.plot(epochs[: len(values)], values, style, marker="o", ms=3, label=label)
-                drawn = True
+    figure = new_figure(11, 7.5)
+    loss_axes, accuracy_axes, zoom_axes, rate_axes = figure.subplots(2, 2).ravel()
+    accuracies = []
+    for axes, quantity in ((loss_axes, "loss"), (accuracy_axes, "accuracy"), (zoom_axes, None)):
+        quantity = quantity or "accuracy"
+        for prefix, label, style in splits:
+            values = _series(history, f"{prefix}_{quantity}", len(epochs))
+            if values is None:
+                continue
+            colour = colours.get(prefix, TRAIN_COLOUR)
+            x = epochs[: len(values)]
+            axes.plot(x, values, style, color=colour, marker="o", ms=3, label=label)
+            if axes is accuracy_axes:
+                accuracies.append(values)
+    loss_axes.set_title("loss")
+    loss_axes.set_ylabel("loss")
+    loss_axes.set_ylim(bottom=0)
+    accuracy_axes.set_title("accuracy (whole range)")
+    accuracy_axes.set_ylim(0, 1)
+    zoom_axes.set_title("accuracy (high end, fixed scale)")
+    zoom_axes.set_ylim(*_zoom_limits(accuracies, chance))
+    if chance:
+        accuracy_axes.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    for axes in (accuracy_axes, zoom_axes):
+        axes.set_ylabel("accuracy")
+
+    rate = _series(history, "learning_rate", len(epochs))
+    if rate is not None:
+        rate_axes.plot(epochs[: len(rate)], rate, "-", color="tab:purple", marker="o", ms=3)
+        rate_axes.set_ylim(bottom=0)
+    rate_axes.set_title("learning rate" + (" and batch size" if _varies(history) else ""))
+    rate_axes.set_ylabel("learning rate")
+    if _varies(history):
+        batch = _series(history, "batch_size", len(epochs))
+        twin = rate_axes.twinx()
+        twin.step(epochs[: len(batch)], batch, where="mid", color="tab:brown", label="batch size")
+        twin.set_ylabel("batch size", color="tab:brown")
+        twin.set_ylim(bottom=0)
+
+    for axes in (loss_axes, accuracy_axes, zoom_axes, rate_axes):
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5" ticks
-        axes.set_ylabel(quantity)
-        axes.set_title(quantity)
         axes.grid(alpha=0.3)
-        if drawn:
-            axes.legend()
-        else:
-            message = f"no {quantity} recorded"
+        if best_epoch:
+            axes.axvline(best_epoch, color=BEST_COLOUR, ls="-.", lw=1.2, label="best epoch")
+        if not axes.has_data():
+            message = "no learning rate recorded" if axes is rate_axes else "nothing recorded"
             axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
+        elif axes is not rate_axes:
+            axes.legend(fontsize=8)
+    if best_epoch:
+        _mark_best(history, epochs, best_epoch, (loss_axes, accuracy_axes, zoom_axes))
+    if title:
+        figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
+
+
+def _varies(history: dict) -> bool:
+    values = [v for v in history.get("batch_size") or [] if v is not None]
+    return len(set(values)) > 1
+
+
+def _mark_best(history, epochs, best_epoch, axes_list) -> None:
+    """A star on the validation point (or training point) of the kept epoch."""
+    index = np.flatnonzero(epochs == best_epoch)
+    if index.size == 0:
+        return
+    for axes, quantity in zip(axes_list, ("loss", "accuracy", "accuracy")):
+        for prefix in ("val", "train"):
+            values = _series(history, f"{prefix}_{quantity}", len(epochs))
+            if values is not None and index[0] < len(values) and np.isfinite(values[index[0]]):
+                value = values[index[0]]
+                axes.plot([best_epoch], [value], "*", color=BEST_COLOUR, ms=12, zorder=5)
+                break
+
+
+def plot_curves(history: dict[str, list], path, **options) -> Path:
+    """Write :func:`curves_figure` of ``history`` to ``path`` (PNG); return the path."""
+    return save_figure(curves_figure(history, **options), path)
+
+
+def confusion_figure(confusion, class_names, title: str | None = None) -> Figure:
+    """Confusion matrix (rows true, columns predicted) with errors on their own colour scale.
+
+    The diagonal (correct predictions, ~1000 per class on MNIST) is drawn in one pale colour with
+    bold counts; the off-diagonal errors (~1-20) are shaded in red from 0 to the largest error,
+    so that the few confusions that matter stand out instead of washing out next to the diagonal.
+    Zero errors are left blank. Each row's label carries the class's recall.
+
+    Returns
+    -------
+    Figure
+        The matrix axes first, then the colour bar of the error counts.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    n = len(class_names)
+    diagonal = np.eye(n, dtype=bool)
+    errors = np.where(diagonal, 0, confusion)
+    largest_error = max(int(errors.max(initial=0)), 1)
+
+    side = max(4.5, 0.6 * n + 3)
+    figure = new_figure(side + 1.2, side)
+    axes = figure.subplots()
+    axes.imshow(np.ma.masked_where(~diagonal, np.ones((n, n))), cmap="Blues", vmin=0, vmax=4)
+    image = axes.imshow(
+        np.ma.masked_where(diagonal | (confusion == 0), errors),
+        cmap="Reds",
+        vmin=0,
+        vmax=largest_error,
+    )
+    for (i, j), count in np.ndenumerate(confusion):
+        if i == j:
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=8, weight="bold")
+        elif count:
+            colour = "white" if count > 0.6 * largest_error else "black"
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=8, color=colour)
+    row_totals = confusion.sum(axis=1)
+    recall = [
+        f"{name} ({100 * confusion[i, i] / row_totals[i]:.1f}%)" if row_totals[i] else str(name)
+        for i, name in enumerate(class_names)
+    ]
+    axes.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
+    axes.set_yticks(range(n), labels=recall)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class (recall)")
+    total, wrong = int(confusion.sum()), int(errors.sum())
+    heading = title or "confusion matrix"
+    axes.set_title(
+        f"{heading}\n{wrong} errors in {total} examples; errors shaded on their own scale"
+    )
+    colour_bar = figure.colorbar(image, ax=axes, shrink=0.8)
+    colour_bar.set_label("misclassified examples (off-diagonal count)")
+    figure.tight_layout()
+    return figure
 
 
 def plot_confusion_matrix(confusion, class_names, path, title: str | None = None) -> Path:
-    """Heat map of a confusion matrix (rows true, columns predicted) with every count written in.
-
-    Colour follows ``log(1 + count)``: on a linear scale the diagonal (~1000) would wash out the
-    errors (~1-20) that the plot is for.
-    """
-    confusion = np.asarray(confusion)
-    n = len(class_names)
-    side = max(4.0, 0.6 * n + 2.5)
-    figure = _new_figure(side + 0.5, side)
-    axes = figure.subplots()
-    shade = np.log1p(confusion)
-    axes.imshow(shade, cmap="Blues", vmin=0)
-    threshold = shade.max() / 2
-    for (i, j), count in np.ndenumerate(confusion):
-        colour = "white" if shade[i, j] > threshold else "black"
-        axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
-    axes.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
-    axes.set_yticks(range(n), labels=class_names)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(title or f"confusion matrix ({confusion.sum()} examples)")
-    figure.tight_layout()
-    return _save(figure, path)
+    """Write :func:`confusion_figure` to ``path`` (PNG); return the path."""
+    return save_figure(confusion_figure(confusion, class_names, title), path)
 
 
-def plot_misclassified(images, labels, predicted, class_names, path, max_images: int = 36) -> Path:
-    """Grid of the first ``max_images`` misclassified images, each titled "true → predicted".
+def misclassified_figure(
+    images,
+    labels,
+    predicted,
+    class_names,
+    probabilities=None,
+    max_images: int = 36,
+    title: str | None = None,
+) -> Figure:
+    """Grid of misclassified images, each titled "true → predicted" (and the probability).
 
     Parameters
     ----------
@@ -119,37 +291,69 @@ def plot_misclassified(images, labels, predicted, class_names, path, max_images:
         Pixel values in 0..255 or in 0..1 (a maximum above 1 means the former).
     labels, predicted : array_like of int, shape (N,)
     class_names : sequence of str
-    path : str or Path
+    probabilities : ndarray, shape (N, n_classes), optional
+        With them, the most confident mistakes come first and each tile shows ``p``, the
+        probability the network gave its (wrong) answer; without them, the first mistakes in
+        test-set order.
     max_images : int
+    title : str, optional
 
     Returns
     -------
-    Path
-        Written even when nothing was misclassified (the PNG then says so).
+    Figure
+        One axes per image shown; a single text when nothing was misclassified.
     """
     images = np.asarray(images)
     if images.ndim == 2:  # flattened vectors, as the network sees them
         side = math.isqrt(images.shape[1])
         images = images.reshape(len(images), side, side)
     labels, predicted = np.asarray(labels), np.asarray(predicted)
-    wrong = np.flatnonzero(labels != predicted)[:max_images]
+    wrong = np.flatnonzero(labels != predicted)
+    confidence = None
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities)
+        confidence = probabilities[np.arange(len(predicted)), predicted]
+        wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]  # most confident first
+    shown = wrong[:max_images]
 
-    if wrong.size == 0:
-        figure = _new_figure(4, 2)
+    if shown.size == 0:
+        figure = new_figure(4, 2)
         figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=12)
-        return _save(figure, path)
+        return figure
 
-    columns = math.ceil(math.sqrt(wrong.size))
-    rows = math.ceil(wrong.size / columns)
-    figure = _new_figure(1.6 * columns, 1.7 * rows + 0.4)
+    columns = math.ceil(math.sqrt(shown.size))
+    rows = math.ceil(shown.size / columns)
+    figure = new_figure(1.6 * columns, 1.75 * rows + 0.7)
     brightest = 255 if images.max() > 1 else 1  # 0..255 pixels or 0..1 floats
-    for slot, index in enumerate(wrong):
+    for slot, index in enumerate(shown):
         axes = figure.add_subplot(rows, columns, slot + 1)
         axes.imshow(images[index], cmap="gray", vmin=0, vmax=brightest)
         true, guess = class_names[labels[index]], class_names[predicted[index]]
-        axes.set_title(f"{true} → {guess}", fontsize=7)
+        caption = f"{true} → {guess}"
+        if confidence is not None:
+            caption += f"\np={confidence[index]:.3f}"
+        axes.set_title(caption, fontsize=7)
         axes.axis("off")
-    n_wrong = int(np.sum(labels != predicted))
-    figure.suptitle(f"misclassified: first {wrong.size} of {n_wrong} (true → predicted)")
+    which = "most confident" if confidence is not None else "first"
+    heading = f"misclassified: {which} {shown.size} of {wrong.size} (true → predicted"
+    heading += ", p = probability of the prediction)" if confidence is not None else ")"
+    figure.suptitle(f"{title}\n{heading}" if title else heading, fontsize=10)
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
+
+
+def plot_misclassified(
+    images,
+    labels,
+    predicted,
+    class_names,
+    path,
+    max_images: int = 36,
+    probabilities=None,
+    title: str | None = None,
+) -> Path:
+    """Write :func:`misclassified_figure` to ``path`` (PNG), even when there are no mistakes."""
+    figure = misclassified_figure(
+        images, labels, predicted, class_names, probabilities, max_images, title
+    )
+    return save_figure(figure, path)
