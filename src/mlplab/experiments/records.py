@@ -74,6 +74,9 @@ class TrialRecord:
     versions: dict = field(default_factory=dict)  # {"mlplab": .., "numpy": .., "python": ..}
     predictions: np.ndarray | None = None  # uint8, one per test image
     labels_sha256: str = ""  # of the test labels the predictions refer to (paired tests check it)
+    # The test labels themselves (uint8), optional: the store keeps one copy per labels_sha256 so
+    # that McNemar's test can score stored predictions without the dataset at hand.
+    labels: np.ndarray | None = None
 
     @property
     def config_hash(self) -> str:
