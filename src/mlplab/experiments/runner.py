@@ -1,0 +1,256 @@
+"""Running a sweep's trials: local worker processes or a Dask cluster, results into the store.
+
+The parent process owns the store. Workers (local processes or Dask workers) run
+:func:`~mlplab.experiments.trial.run_trial` and send back a record; the parent writes each one in
+its own transaction the moment it arrives. So a sweep killed at any point (even ``SIGKILL``)
+loses only the trials that were running, and running the sweep again skips every trial whose
+key the store already holds as done (a failed trial is tried again).
+
+Threads: the cores this process may use are divided between worker processes and the BLAS
+threads of each, so that workers x threads never exceeds the cores. Small networks gain most
+from many single-threaded workers (the default); large ones from fewer workers with more threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from mlplab.errors import ConfigError, MlplabError
+from mlplab.experiments.records import TrialRecord
+from mlplab.experiments.sweep import Trial
+from mlplab.experiments.trial import run_trial
+
+
+@dataclass
+class SweepOutcome:
+    """What one call of :func:`run_sweep` did."""
+
+    records: list[TrialRecord] = field(default_factory=list)  # run now, in order of arrival
+    skipped: int = 0  # already done in the store
+    workers: int = 0
+    threads_per_worker: int = 0
+
+    @property
+    def failed(self) -> list[TrialRecord]:
+        return [record for record in self.records if record.status != "done"]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan_threads(
+    workers: int | None, threads_per_worker: int | None, cores: int | None = None
+) -> tuple[int, int]:
+    """Workers and BLAS threads per worker with ``workers * threads <= cores`` where possible.
+
+    With neither given: one single-threaded worker per core. With one given, the other is what
+    is left of the cores (at least 1). With both given, they are used as they are.
+    """
+    cores = cores or available_cores()
+    for name, value in (("workers", workers), ("threads per worker", threads_per_worker)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if workers is None and threads_per_worker is None:
+        return cores, 1
+    if workers is None:
+        return max(1, cores // threads_per_worker), threads_per_worker
+    if threads_per_worker is None:
+        return workers, max(1, cores // workers)
+    return workers, threads_per_worker
+
+
+def run_sweep(
+    trials: Iterable[Trial],
+    store,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    dask_address: str | None = None,
+    progress: bool = True,
+) -> SweepOutcome:
+    """Run every trial that ``store`` does not hold as done, writing each record as it arrives.
+
+    Parameters
+    ----------
+    trials : iterable of Trial
+        From :meth:`mlplab.experiments.sweep.Sweep.trials`.
+    store : mlplab.experiments.store.Store
+        Open store; only this (the calling) process writes to it.
+    workers, threads_per_worker : int, optional
+        Local worker processes and the BLAS threads of each (see :func:`plan_threads`). With
+        ``dask_address``, ``threads_per_worker`` (default 1) is the threads of each trial and
+        ``workers`` is ignored: the cluster has its own.
+    dask_address : str, optional
+        ``tcp://host:port`` of a Dask scheduler; its workers need mlplab installed and the data
+        reachable. Start them with ``--nthreads 1``: a trial sets BLAS threads process-wide.
+    progress : bool
+        A progress bar on stderr: trials done, running and left, and an ETA.
+
+    Returns
+    -------
+    SweepOutcome
+        The records run now (failed ones included) and how many were skipped.
+    """
+    trials = list(trials)
+    done = {name: store.finished_keys(name) for name in {trial.sweep for trial in trials}}
+    pending = [trial for trial in trials if trial.trial_key not in done[trial.sweep]]
+    outcome = SweepOutcome(skipped=len(trials) - len(pending))
+    if dask_address is not None:
+        workers_used, threads = 0, threads_per_worker or 1
+        if threads < 1:
+            raise ConfigError(f"threads per worker must be a positive integer, got {threads!r}")
+    else:
+        workers_used, threads = plan_threads(workers, threads_per_worker)
+        workers_used = max(1, min(workers_used, len(pending)))
+    outcome.workers, outcome.threads_per_worker = workers_used, threads
+    if not pending:
+        return outcome
+
+    bar = tqdm(
+        total=len(pending),
+        desc=pending[0].sweep or "sweep",
+        unit="trial",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+    def arrived(trial: Trial, record: TrialRecord, running: int) -> None:
+        store.add(record)  # one transaction: this trial is safe from here on
+        outcome.records.append(record)
+        if record.status != "done":
+            bar.write(f"failed: {trial.label} (seed {trial.seed}): {record.error}")
+        bar.update(1)
+        left = len(pending) - len(outcome.records) - running
+        bar.set_postfix_str(
+            f"running {running}, left {left}, failed {len(outcome.failed)}", refresh=True
+        )
+
+    jobs = [(trial, _with_threads(trial.config, threads)) for trial in pending]
+    try:
+        if dask_address is not None:
+            _run_dask(jobs, dask_address, arrived)
+        else:
+            _run_local(jobs, workers_used, arrived)
+    finally:
+        bar.close()
+    return outcome
+
+
+def _with_threads(config: dict, threads: int) -> dict:
+    """The trial's config with its thread count (a setting the trial keys leave out)."""
+    return {**config, "training": {**config["training"], "threads": threads}}
+
+
+def _failed(trial: Trial, config: dict, error: BaseException) -> TrialRecord:
+    """The record of a trial whose function raised (a bug, not a user error): noted, not fatal."""
+    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    return TrialRecord(
+        config=config,
+        sweep=trial.sweep,
+        label=trial.label,
+        status="failed",
+        error=f"internal error: {message}",
+    )
+
+
+def _run_local(jobs, workers: int, arrived: Callable) -> None:
+    """Worker processes, started by "spawn": a fresh interpreter holds no copy of the parent's
+    threads (BLAS pools, tqdm's monitor), which a fork would duplicate mid-state."""
+    context = multiprocessing.get_context("spawn")
+    queue = list(reversed(jobs))
+    running: dict[futures.Future, tuple] = {}
+    executor = futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        # At most `workers` trials in flight, so "running" on the progress bar is exact.
+        while queue or running:
+            while queue and len(running) < workers:
+                trial, config = queue.pop()
+                running[executor.submit(run_trial, config, trial.sweep, trial.label)] = (
+                    trial,
+                    config,
+                )
+            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in finished:
+                trial, config = running.pop(future)
+                try:
+                    record = future.result()
+                except BrokenProcessPool:
+                    labels = ", ".join(t.label for t, _ in [(trial, config), *running.values()])
+                    raise MlplabError(
+                        f"a worker process died (killed, or out of memory?) while running "
+                        f"{labels}; finished trials are in the store: run the sweep again to "
+                        "go on, with fewer --workers if memory is short"
+                    ) from None
+                except Exception as error:  # a bug in one trial: record it, keep going
+                    record = _failed(trial, config, error)
+                arrived(trial, record, len(running))
+    finally:
+        # On an error or Ctrl-C, drop what has not started and do not wait for running trials.
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_dask(jobs, address: str, arrived: Callable) -> None:
+    """The same trial function on a Dask cluster; the records come back here to be stored."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise ConfigError(
+            "--dask needs the 'distributed' package: pip install distributed"
+        ) from None
+    try:
+        client = Client(address, timeout="20s", set_as_default=False)
+    except (OSError, TimeoutError) as error:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {address} ({error}); start one with "
+            "`dask scheduler` and give its tcp://host:port"
+        ) from None
+    try:
+        submitted = {}
+        for trial, config in jobs:
+            # pure=False: two trials with equal arguments are still two runs; the key names it.
+            future = client.submit(
+                run_trial,
+                config,
+                trial.sweep,
+                trial.label,
+                pure=False,
+                key=f"mlplab-trial-{trial.trial_key}-{os.getpid()}",
+                retries=0,
+            )
+            submitted[future] = (trial, config)
+        remaining = len(submitted)
+        for future in as_completed(submitted):
+            trial, config = submitted[future]
+            remaining -= 1
+            try:
+                record = future.result()
+            except Exception as error:  # a bug in the trial, or a worker lost for good
+                record = _failed(trial, config, error)
+            arrived(trial, record, min(remaining, _dask_threads(client)))
+    finally:
+        client.close()
+
+
+def _dask_threads(client) -> int:
+    """How many trials the cluster runs at once (its worker threads), for the progress bar."""
+    try:
+        return sum(client.nthreads().values())
+    except Exception:  # the scheduler went away: the progress bar is no reason to fail
+        return 0
+
+
+__all__ = ["SweepOutcome", "available_cores", "plan_threads", "run_sweep"]

@@ -1,0 +1,144 @@
+"""One trial of a sweep, run wherever a worker is: a local worker process or a Dask worker.
+
+:func:`run_trial` is the function the runner sends to workers. It is a top-level function of
+plain data (a config dict and two names), so it pickles across a process boundary
+and a network alike, and it returns a :class:`~mlplab.experiments.records.TrialRecord` (its
+NumPy predictions pickle fine in transit; the files mlplab writes stay pickle-free). It writes
+nothing: the parent process that owns the store writes each record as it arrives.
+
+Each worker process keeps one :class:`~mlplab.training.runs.DataCache` for its lifetime, so a
+dataset is read, and each preprocessing fitted, once per worker rather than once per trial.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+
+import numpy as np
+
+from mlplab.errors import MlplabError
+from mlplab.experiments.records import TrialRecord
+
+# The worker process's data cache, made on its first trial (never on import). A worker process
+# runs one trial at a time, so the cache is not shared between threads.
+_data_cache = None
+
+
+def worker_data_cache():
+    """The data cache of this process, made on first use."""
+    global _data_cache
+    if _data_cache is None:
+        from mlplab.training.runs import DataCache
+
+        _data_cache = DataCache()
+    return _data_cache
+
+
+def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
+    """Train and evaluate one resolved config; a user error becomes a failed record.
+
+    Parameters
+    ----------
+    config : dict
+        ``RunConfig.to_dict()`` of a resolved config (a :class:`~mlplab.experiments.sweep.Trial`'s
+        ``config``); ``[training] threads`` sets the BLAS threads of this trial.
+    sweep, label : str
+        Copied into the record.
+
+    Returns
+    -------
+    TrialRecord
+        ``status = "done"`` with metrics, history and test predictions, or ``status = "failed"``
+        with the one-line error of a :class:`~mlplab.errors.MlplabError` (a divergence, a
+        network too large for memory, a missing dataset). Bugs are not caught: they reach the
+        runner as exceptions with their traceback.
+    """
+    from mlplab.experiments.store import labels_sha256
+    from mlplab.training.config import RunConfig
+    from mlplab.training.runs import prepare_run, train_run
+    from mlplab.training.threads import thread_limit
+
+    started_at = time.time()
+    started = time.perf_counter()
+    record = TrialRecord(
+        config=config,
+        sweep=sweep,
+        label=label,
+        machine=_machine(),
+        versions=_versions(),
+    )
+    try:
+        run_config = RunConfig.from_dict(config, f"trial {label or '(unnamed)'}")
+        record.seeds = run_config.resolved_seeds()
+        # The whole trial, test-set evaluation included, keeps to its threads, so that workers
+        # side by side do not oversubscribe the cores.
+        with thread_limit(run_config.training.threads or None):
+            prepared = prepare_run(run_config, data_cache=worker_data_cache(), progress=False)
+            result = train_run(prepared, None, progress=False)
+    except MlplabError as error:
+        record.status = "failed"
+        record.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+        record.timings = _timings(started_at, started, None)
+        return record
+    record.seeds = dict(result.seeds)
+    record.metrics = _metrics(result)
+    record.history = {key: list(values) for key, values in result.history.columns.items()}
+    record.predictions = np.asarray(result.test_predictions, dtype=np.uint8)
+    record.labels_sha256 = labels_sha256(prepared.y_test)
+    record.timings = _timings(started_at, started, result.seconds)
+    return record
+
+
+def _metrics(result) -> dict:
+    """The record's metrics: test figures, and those of the epoch whose weights were kept."""
+    evaluation, history = result.evaluation, result.history
+    metrics = {
+        "test_accuracy": evaluation["accuracy"],
+        "test_first_half": evaluation["first_half"]["accuracy"],
+        "test_last_half": evaluation["last_half"]["accuracy"],
+        "test_loss": evaluation["loss"],
+        "epochs_run": len(history),
+        "best_epoch": history.best_epoch,
+    }
+    kept = (history.best_epoch or len(history)) - 1
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        column = history.columns.get(name)
+        if column and kept < len(column) and column[kept] is not None:
+            metrics[name] = column[kept]
+    return metrics
+
+
+def _timings(started_at: float, started: float, train_seconds: float | None) -> dict:
+    timings = {
+        "total_seconds": time.perf_counter() - started,
+        "started_at": started_at,
+        "finished_at": time.time(),
+        "pid": os.getpid(),
+    }
+    if train_seconds is not None:
+        timings["train_seconds"] = train_seconds
+    return timings
+
+
+def _machine() -> dict:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": _cpus()}
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _versions() -> dict:
+    from mlplab import __version__
+
+    return {"mlplab": __version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+
+
+__all__ = ["run_trial", "worker_data_cache"]
