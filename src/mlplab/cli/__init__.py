@@ -16,7 +16,7 @@ from mlplab import __version__
 from mlplab.errors import MlplabError
 
 # Modules under mlplab.cli that contribute subcommands, in the order --help lists them.
-COMMAND_MODULES = ["data", "engine", "train", "predict"]
+COMMAND_MODULES = ["data", "engine", "train", "predict", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:
