@@ -69,10 +69,10 @@ def run_sweep_command(args) -> int:
     store_name = args.store or default_store(sweep_file)
     if args.dry_run:
         return _dry_run(sweep, trials, store_name)
+    if args.dask is None:
+        # Check the numbers now, so that a bad --workers fails before the store is made.
+        plan_threads(args.workers, args.threads_per_worker)
     with Store(store_name) as store:
-        if args.dask is None:
-            # Check the numbers now, so a bad --workers fails before any trial starts.
-            plan_threads(args.workers, args.threads_per_worker)
         outcome = run_sweep(
             trials,
             store,

@@ -89,6 +89,7 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
     record.history = {key: list(values) for key, values in result.history.columns.items()}
     record.predictions = np.asarray(result.test_predictions, dtype=np.uint8)
     record.labels_sha256 = labels_sha256(prepared.y_test)
+    record.labels = np.asarray(prepared.y_test, dtype=np.uint8)
     record.timings = _timings(started_at, started, result.seconds)
     return record
 
