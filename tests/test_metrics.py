@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from mlplab.training.metrics import (
-    accuracy,
     confusion_matrix,
     evaluate_predictions,
     format_evaluation,
+    json_safe,
     per_class_accuracy,
     wilson_interval,
 )
@@ -25,7 +25,8 @@ def noisy_predictions(n=10000, error_rate=0.05, seed=0):
 
 
 def test_accuracy_is_the_fraction_of_matches():
-    assert accuracy(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == 0.75
+    metrics = evaluate_predictions([1, 2, 3, 4], [1, 2, 0, 4], [str(d) for d in range(5)])
+    assert metrics["accuracy"] == 0.75 and metrics["correct"] == 3 and metrics["total"] == 4
 
 
 def test_wilson_interval_matches_the_published_value_for_95_of_100():
@@ -97,7 +98,7 @@ def test_evaluation_halves_are_first_and_last_5000_of_10000():
     metrics = evaluate_predictions(labels, predicted, [str(d) for d in range(10)])
     assert metrics["first_half"]["total"] == metrics["last_half"]["total"] == 5000
     assert metrics["first_half"]["accuracy"] == 1.0
-    assert metrics["last_half"]["accuracy"] == accuracy(predicted[5000:], labels[5000:])
+    assert metrics["last_half"]["accuracy"] == np.mean(predicted[5000:] == labels[5000:])
     assert metrics["first_half"]["correct"] + metrics["last_half"]["correct"] == metrics["correct"]
 
 
@@ -107,7 +108,7 @@ def test_evaluation_is_plain_json_with_consistent_numbers():
     metrics = evaluate_predictions(labels, predicted, FASHION)
     json.dumps(metrics, allow_nan=False)
     assert metrics["total"] == 10000
-    assert metrics["accuracy"] == accuracy(predicted, labels)
+    assert metrics["accuracy"] == np.mean(predicted == labels)
     assert metrics["wilson_low"] < metrics["accuracy"] < metrics["wilson_high"]
     assert metrics["per_class_accuracy"]["Dress"] == 0.0
     assert np.sum(metrics["confusion_matrix"]) == 10000
@@ -127,3 +128,19 @@ def test_formatted_evaluation_shows_interval_halves_classes_and_aligned_matrix()
     matrix_rows = text.split("confusion matrix")[1].splitlines()[2:]
     assert len(matrix_rows) == 10
     assert len({len(row) for row in matrix_rows}) == 1  # every row the same width: aligned
+
+
+def test_a_single_test_image_is_scored_without_halves_and_formats():
+    metrics = evaluate_predictions([3], [3], [str(d) for d in range(10)])
+    assert metrics["accuracy"] == 1.0 and metrics["total"] == 1
+    assert "first_half" not in metrics and "last_half" not in metrics
+    text = format_evaluation(metrics)
+    assert "accuracy" in text and "first half" not in text
+
+
+def test_json_safe_turns_nan_and_infinities_into_null_everywhere():
+    value = {"loss": float("nan"), "nested": [np.float32("inf"), 1.5, {"x": -math.inf}], "n": 3}
+    safe = json_safe(value)
+    assert safe == {"loss": None, "nested": [None, 1.5, {"x": None}], "n": 3}
+    json.dumps(safe, allow_nan=False)  # raises on NaN or Infinity
+    assert math.isnan(value["loss"])  # the input is left as it was

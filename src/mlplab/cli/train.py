@@ -1,29 +1,32 @@
-"""``mlplab train``, ``mlplab eval`` and ``mlplab predict``.
+"""``mlplab train`` and ``mlplab eval``.
 
 A run folder holds everything about one training run::
 
-    config.toml        the resolved configuration (re-run with `mlplab train --config`)
+    config.toml        the configuration (re-run with `mlplab train --config`)
     model.npz          the trained model (pickle-free; `mlplab eval` / `predict` read it)
     checkpoint.npz     the state after the last finished epoch (`--resume` continues from it)
     history.csv/.json  per-epoch loss, accuracy, learning rate, batch size, seconds
-    curves.png         loss and accuracy, train against validation
-    evaluation.json    test metrics: accuracy + 95% Wilson interval, both halves, per class
+    evaluation.json    test metrics: accuracy + 95% Wilson interval, both halves, per class, seeds
     evaluation.txt     the same, readable, with the confusion matrix
-    confusion.png      the confusion matrix
-    misclassified.png  a grid of misclassified test images
+    predictions.npz    predicted class (uint8) and probabilities (float32) of every test image
+    curves.png         loss and accuracy, train against validation      } drawn after training
+    confusion.png      the confusion matrix                             } from the files above
+    misclassified.png  a grid of misclassified test images              } by mlplab.report
+
+Training writes the data files (:func:`mlplab.training.runs.train_run`); the plots are drawn from
+them afterwards, so they can be redrawn without training again.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
-import time
 from pathlib import Path
 
 from mlplab.errors import ConfigError, DataError
 from mlplab.training.config import RunConfig
-
-MODEL_FILE, CHECKPOINT_FILE, CONFIG_FILE = "model.npz", "checkpoint.npz", "config.toml"
+from mlplab.training.run_folder import CONFIG_FILE, MODEL_FILE
 
 # flag -> (config table, key, help). Flags left out keep the config file's (or default) value.
 FLAGS = {
@@ -32,7 +35,7 @@ FLAGS = {
     "--protocol": (
         "data",
         "protocol",
-        "holdout: validate on part of train (default); book: validate on the first "
+        "holdout: validate on part of train; book: validate on the first "
         "5000 test images, test on the last 5000; none: no validation",
     ),
     "--validation": ("data", "validation", "holdout size: a count (5000) or a fraction (0.1)"),
@@ -49,7 +52,7 @@ FLAGS = {
         "init",
         "auto, glorot-uniform, glorot-normal, he-normal, he-uniform, lecun-normal, lecun-uniform",
     ),
-    "--loss": ("model", "loss", "cross-entropy (default) or mse"),
+    "--loss": ("model", "loss", "cross-entropy or mse"),
     "--output-activation": ("model", "output_activation", "for mse: sigmoid, softmax or linear"),
     "--optimizer": ("optimizer", "name", "sgd, momentum, nesterov, rmsprop, adam, adamw"),
     "--lr": ("optimizer", "learning_rate", "learning rate"),
@@ -65,13 +68,31 @@ FLAGS = {
         "batch_size_start",
         "start a batch-size ramp here (e.g. 20), growing each epoch",
     ),
-    "--batch-size-growth": ("training", "batch_size_growth", "ramp factor per epoch (2)"),
+    "--batch-size-growth": ("training", "batch_size_growth", "ramp factor per epoch"),
     "--early-stopping": ("training", "early_stopping", "patience in epochs (0: off)"),
     "--monitor": ("training", "monitor", "val_loss or val_accuracy"),
-    "--seed": ("training", "seed", "seed of initialization, shuffles, dropout, holdout"),
+    "--seed": (
+        "training",
+        "seed",
+        "master seed (>= 0): the holdout, initial weights, example order and dropout masks each "
+        "get a seed derived from it unless given below",
+    ),
+    "--split-seed": ("training", "split_seed", "seed of the holdout split (-1: from --seed)"),
+    "--init-seed": ("training", "init_seed", "seed of the initial weights (-1: from --seed)"),
+    "--order-seed": (
+        "training",
+        "order_seed",
+        "seed of the order of training examples (-1: from --seed)",
+    ),
+    "--dropout-seed": ("training", "dropout_seed", "seed of the dropout masks (-1: from --seed)"),
     "--threads": ("training", "threads", "BLAS and update threads (0: NumPy's default)"),
     "--max-steps": ("training", "max_steps", "stop after this many steps (0: no limit)"),
-    "--dtype": ("training", "dtype", "float32 (default) or float64"),
+    "--dtype": ("training", "dtype", "float32 or float64"),
+    "--allow-large": (
+        "training",
+        "allow_large",
+        "train even when the memory estimate exceeds the memory available",
+    ),
 }
 # Optimizer and schedule options given as flags go into their `options` tables.
 OPTION_FLAGS = {
@@ -80,17 +101,20 @@ OPTION_FLAGS = {
     "--beta1": ("optimizer", float, "Adam's first-moment decay"),
     "--beta2": ("optimizer", float, "Adam's second-moment decay"),
     "--weight-decay": ("optimizer", float, "AdamW's decoupled weight decay"),
+    "--every-epochs": ("schedule", float, "step schedule: epochs between drops (default 10)"),
+    "--gamma": ("schedule", float, "step schedule: factor of each drop (default 0.5)"),
     "--warmup-epochs": ("schedule", float, "linear warm-up length in epochs, any schedule"),
 }
 
 
 def register(subparsers) -> None:
+    defaults = RunConfig()
     train = subparsers.add_parser(
         "train",
         help="train a network and evaluate it; everything goes into a run folder",
         description="Train a network on MNIST-family data. With no options: a strong default "
-        f"({RunConfig().model.architecture}, Adam) on MNIST. Flags override "
-        "--config, which overrides the defaults.",
+        f"({defaults.model.architecture}, Adam) on MNIST. Flags override "
+        "--config, which overrides the defaults shown.",
     )
     train.add_argument(
         "--config",
@@ -98,9 +122,16 @@ def register(subparsers) -> None:
         "[schedule], [regularization], [training] tables",
     )
     for flag, (table, key, help_text) in FLAGS.items():
-        kind = type(getattr(getattr(RunConfig(), table), key))
+        default = getattr(getattr(defaults, table), key)
+        if isinstance(default, bool):
+            train.add_argument(flag, action="store_true", default=None, help=help_text)
+            continue
+        shown = repr(default) if isinstance(default, str) else default
         train.add_argument(
-            flag, type=_number if kind is float else kind, default=None, help=help_text
+            flag,
+            type=_number if isinstance(default, float) else type(default),
+            default=None,
+            help=f"{help_text} (default: {shown})",
         )
     for flag, (_, kind, help_text) in OPTION_FLAGS.items():
         if kind is bool:
@@ -111,19 +142,41 @@ def register(subparsers) -> None:
         "--dropout",
         type=float,
         default=None,
-        help="dropout after every hidden layer of an architecture string",
+        help="dropout after every hidden layer of an architecture string (default: none)",
     )
-    train.add_argument("--out", help="run folder (default: runs/<date>-<time>)")
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--out", help="run folder (default: a new runs/<date>-<time>, unique per run)"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint; only "
+        + ", ".join(sorted(RESUME_FLAGS))
+        + " may change",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=run_train)
 
-    evaluate = subparsers.add_parser("eval", help="evaluate a saved model on a test set")
+    evaluate = subparsers.add_parser(
+        "eval",
+        help="evaluate a saved model on a test set",
+        description="Score a saved model on the official test set of a dataset (only the test "
+        "files are read): accuracy with its 95% Wilson interval, both halves, per class and the "
+        "confusion matrix.",
+    )
     evaluate.add_argument("model", help="a model file (.npz) or a run folder")
-    evaluate.add_argument("--dataset", help="default: the dataset the model was trained on")
-    evaluate.add_argument("--data-dir")
+    evaluate.add_argument(
+        "--dataset",
+        help="mnist, fashion-mnist or a folder (default: the dataset the model was trained on)",
+    )
+    evaluate.add_argument(
+        "--data-dir", help="folder holding the dataset's files (default: the usual places)"
+    )
+    evaluate.add_argument(
+        "--force",
+        action="store_true",
+        help="evaluate even on a dataset whose classes differ from the model's",
+    )
     evaluate.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object"
     )
@@ -138,15 +191,13 @@ def _number(text: str) -> float:
     return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
-# What may change when a run is resumed: everything else must stay as the checkpoint was made.
-RESUME_FLAGS = {"--epochs", "--max-steps", "--threads", "--data-dir"}
+# The flags a resumed run may change (the library's RESUMABLE_KEYS, as flags).
+RESUME_FLAGS = {"--epochs", "--max-steps", "--threads", "--data-dir", "--allow-large"}
 
 
 def resolve_config(args) -> RunConfig:
     """Defaults, then the --config file (or the resumed run's config), then flags."""
-    saved = None
     if args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
-        saved = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
         config = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
     elif args.config:
         config = RunConfig.from_toml(args.config)
@@ -171,27 +222,7 @@ def resolve_config(args) -> RunConfig:
             )
         config.model.architecture = with_dropout(config.model.architecture, args.dropout)
     config.data.resolve_dataset_path()
-    if saved is not None:
-        _check_resume_changes(saved, config)
     return config
-
-
-def _check_resume_changes(saved: RunConfig, config: RunConfig) -> None:
-    """A resumed run may train longer or on other threads, but not change what it trains."""
-    allowed = {(FLAGS[flag][0], FLAGS[flag][1]) for flag in RESUME_FLAGS}
-    before, after = saved.to_dict(), config.to_dict()
-    changed = [
-        f"{table}.{key}"
-        for table in after
-        for key in after[table]
-        if (table, key) not in allowed and after[table][key] != before[table].get(key)
-    ]
-    if changed:
-        raise ConfigError(
-            f"--resume continues the run's saved config.toml, but these settings "
-            f"differ from it: {', '.join(changed)}; only "
-            f"{', '.join(sorted(RESUME_FLAGS))} may change"
-        )
 
 
 def with_dropout(architecture: str, rate: float) -> str:
@@ -200,41 +231,59 @@ def with_dropout(architecture: str, rate: float) -> str:
     return ",".join(f"{item}:dropout({rate})" if item[0].isdigit() else item for item in items)
 
 
-def _run_folder(args) -> Path:
-    if args.out:
-        out = Path(args.out)
-    else:
-        out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if args.resume:
-        if not (out / CHECKPOINT_FILE).exists():
-            raise ConfigError(f"{out}: no {CHECKPOINT_FILE} to resume from; train without --resume")
-    elif (out / CHECKPOINT_FILE).exists() or (out / MODEL_FILE).exists():
-        raise ConfigError(
-            f"{out} already holds a run; add --resume to continue it or choose "
-            "another --out (nothing was overwritten)"
-        )
-    return out
-
-
 def run_train(args) -> int:
-    from mlplab import report
-    from mlplab.training.runs import prepare_run, train_run, training_options
+    from mlplab.training.run_folder import check_run_folder, new_run_folder
+    from mlplab.training.runs import check_resume, prepare_run, train_run
 
-    out = _run_folder(args)
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out, the run folder to continue")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_run_folder(out, args.resume)  # before the data is read; checked again under lock
     config = resolve_config(args)
+    if args.resume:  # before the data is read; train_run checks again under the folder's lock
+        check_resume(RunConfig.from_toml(out / CONFIG_FILE), config)
+    # Every setting is checked here, before any folder is made or file written.
     prepared = prepare_run(config, progress=not args.quiet)
-    training_options(config)  # every setting is checked before the run folder is made
-    out.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        out = new_run_folder()
     if not args.quiet:
         print(prepared.describe())
     result = train_run(prepared, out, resume=args.resume, progress=not args.quiet)
-    report.plot_curves(result.history.columns, out / "curves.png")
+    plot_run_folder(out, prepared.dataset.test_images)
     print(result.summary())
-    print(
-        f"\nSaved in {out}/: model.npz, config.toml, history.csv/.json, curves.png, "
-        "evaluation.json/.txt, confusion.png, misclassified.png"
-    )
+    names = sorted(path.name for path in out.iterdir() if not path.name.startswith("."))
+    print(f"\nSaved in {out}/: {', '.join(names)}")
     return 0
+
+
+def plot_run_folder(out: Path, test_images) -> list[Path]:
+    """Draw the plots of a run folder from its data files (matplotlib is imported only here)."""
+    from mlplab import report
+
+    plot_run = getattr(report, "plot_run", None)
+    if plot_run is not None:
+        return list(plot_run(out, test_images=test_images))
+    # Until mlplab.report.plot_run lands (H6): the same three plots from the stored files.
+    import numpy as np
+
+    from mlplab.training.loop import History
+
+    history = History.from_dict(json.loads((out / "history.json").read_text()))
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    with np.load(out / "predictions.npz", allow_pickle=False) as stored:
+        predicted, labels = stored["predicted"], stored["labels"]
+    names = evaluation["class_names"]
+    return [
+        report.plot_curves(history.columns, out / "curves.png"),
+        report.plot_confusion_matrix(
+            np.array(evaluation["confusion_matrix"]),
+            names,
+            out / "confusion.png",
+            title=f"{evaluation['dataset']} test set",
+        ),
+        report.plot_misclassified(test_images, labels, predicted, names, out / "misclassified.png"),
+    ]
 
 
 def model_path(value: str) -> Path:
@@ -242,25 +291,60 @@ def model_path(value: str) -> Path:
     return path / MODEL_FILE if path.is_dir() else path
 
 
-def run_eval(args) -> int:
+def _load_test_set(name: str, data_dir: str | None):
+    """The dataset with (once the data module can) only its test files read."""
     from mlplab.data import load_dataset
-    from mlplab.training.metrics import format_evaluation
+
+    if "parts" in inspect.signature(load_dataset).parameters:
+        return load_dataset(name, data_dir, progress=False, parts=("test",))
+    return load_dataset(name, data_dir, progress=False)
+
+
+def check_same_classes(model, model_path: Path, data) -> None:
+    """Refuse to score a model on a dataset with other classes: its accuracy would mean nothing.
+
+    Raises
+    ------
+    DataError
+        The class counts differ, or the class names do (Fashion-MNIST's "T-shirt/top" is not
+        MNIST's "0"), naming both datasets and the ``--force`` override.
+    """
+    trained_on = model.metadata.get("dataset", "an unknown dataset")
+    if len(model.class_names) != data.n_classes:
+        raise DataError(
+            f"{model_path} predicts {len(model.class_names)} classes but the {data.name} test "
+            f"set has {data.n_classes}; evaluate it on {trained_on}"
+        )
+    if [str(name) for name in model.class_names] != [str(name) for name in data.class_names]:
+        raise DataError(
+            f"{model_path} was trained on {trained_on}, whose classes "
+            f"({', '.join(model.class_names[:3])}, ...) are not those of {data.name} "
+            f"({', '.join(data.class_names[:3])}, ...); evaluate it on {trained_on}, or add "
+            "--force to score it anyway"
+        )
+
+
+def run_eval(args) -> int:
+    from mlplab.training.metrics import format_evaluation, json_safe
     from mlplab.training.model import Model
 
     path = model_path(args.model)
     model = Model.load(path)  # read once: its metadata says which data it was trained on
+    if model.preprocessing is None:
+        raise DataError(f"{path}: holds no preprocessing; it was not saved by `mlplab train`")
     data_config = model.metadata.get("config", {}).get("data", {})
     dataset_name = (
         args.dataset or data_config.get("dataset") or model.metadata.get("dataset", "mnist")
     )
     data_dir = args.data_dir or (None if args.dataset else data_config.get("data_dir")) or None
-    data = load_dataset(dataset_name, data_dir, progress=False)
-    if model.preprocessing is None:
-        raise DataError(f"{path}: holds no preprocessing; it was not saved by `mlplab train`")
+    data = _load_test_set(dataset_name, data_dir)
+    if not args.force or len(model.class_names) != data.n_classes:
+        check_same_classes(model, path, data)  # --force cannot score labels the model lacks
     metrics = model.evaluate(model.features(data.test_images), data.test_labels)
     metrics["dataset"], metrics["model"] = data.name, str(path)
+    metrics = json_safe(metrics)  # a diverged loss is null, not NaN (which is not JSON)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(metrics, allow_nan=False))
     else:
         print(f"{path} on the {data.name} test set ({len(data.test_labels)} images)")
         print(format_evaluation(metrics))

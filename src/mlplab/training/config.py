@@ -39,24 +39,40 @@ A config file has one table per dataclass; every key is optional and unknown key
     batch_size_growth = 2.0
     early_stopping = 0           # patience in epochs; 0 means off
     monitor = "val_loss"         # or "val_accuracy"
-    seed = 0
+    seed = 0                     # master seed (>= 0): the four seeds below derive from it
+    split_seed = -1              # holdout split; -1 means derived from seed
+    init_seed = -1               # initial weights; -1 means derived from seed
+    order_seed = -1              # order of the training examples; -1 means derived from seed
+    dropout_seed = -1            # dropout masks; -1 means derived from seed
     threads = 0                  # 0 lets NumPy's BLAS decide
     max_steps = 0                # 0 means no limit
     dtype = "float32"
+    allow_large = false          # train even when the memory estimate exceeds available memory
+
+Each derived seed is ``SeedSequence([seed, tag])`` with a fixed tag per use, so the four streams are
+independent of each other, and setting one (say ``split_seed = 0``) holds that part of the run fixed
+while the master seed varies the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import tomli_w
 
 from mlplab.errors import ConfigError
 
 DEFAULT_ARCHITECTURE = "1000:relu"
+# A seed of -1 (TOML has no None) means "derived from the master seed".
+DERIVED = -1
+# The tag of each derived seed in SeedSequence([master, tag]). Fixed forever: changing one changes
+# every run made with a derived seed.
+SEED_TAGS = {"split": 1, "init": 2, "order": 3, "dropout": 4}
 
 
 @dataclass
@@ -123,9 +139,14 @@ class TrainingConfig:
     early_stopping: int = 0
     monitor: str = "val_loss"
     seed: int = 0
+    split_seed: int = DERIVED
+    init_seed: int = DERIVED
+    order_seed: int = DERIVED
+    dropout_seed: int = DERIVED
     threads: int = 0
     max_steps: int = 0
     dtype: str = "float32"
+    allow_large: bool = False
 
 
 @dataclass
@@ -136,6 +157,57 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def resolved_seeds(self) -> dict[str, int]:
+        """The master seed and the four seeds a run uses, with derived ones (-1) worked out.
+
+        Returns
+        -------
+        dict
+            ``{"seed": master, "split": .., "init": .., "order": .., "dropout": ..}``, plain ints.
+
+        Raises
+        ------
+        ConfigError
+            For a negative master seed, or a part seed below -1.
+        """
+        t = self.training
+        if not isinstance(t.seed, int) or t.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {t.seed!r}")
+        seeds = {"seed": t.seed}
+        for part, tag in SEED_TAGS.items():
+            value = getattr(t, f"{part}_seed")
+            if not isinstance(value, int) or value < DERIVED:
+                raise ConfigError(
+                    f"{part}_seed must be an integer >= 0, or -1 to derive it from seed; "
+                    f"got {value!r}"
+                )
+            if value == DERIVED:
+                state = np.random.SeedSequence([t.seed, tag]).generate_state(1, dtype=np.uint32)
+                value = int(state[0])
+            seeds[part] = value
+        return seeds
+
+    def validate(self) -> None:
+        """Refuse settings that are wrong on their own, before any data is read.
+
+        Settings that need the data or another module (architecture, optimizer and schedule
+        options) are checked when :func:`mlplab.training.runs.prepare_run` builds them.
+        """
+        t = self.training
+        self.resolved_seeds()
+        for name in ("epochs", "batch_size"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(t, name)!r}")
+        for name in ("batch_size_start", "early_stopping", "threads", "max_steps"):
+            if getattr(t, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 means off), got {getattr(t, name)!r}")
+        if t.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype must be float32 or float64, not {t.dtype!r}")
+        for table in (self.optimizer, self.regularization):
+            for key, value in dataclasses.asdict(table).items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"{key} must be a finite number, got {value!r}")
 
     @classmethod
     def from_dict(cls, value: dict, source: str = "config") -> RunConfig:
@@ -159,6 +231,10 @@ class RunConfig:
             value = tomllib.loads(Path(path).read_text())
         except OSError as error:
             raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{path}: not a text file; give a TOML config such as examples/skip_concat.toml"
+            ) from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML ({error})") from None
         return cls.from_dict(value, str(path))

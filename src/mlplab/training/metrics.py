@@ -15,14 +15,6 @@ from statistics import NormalDist
 import numpy as np
 
 
-def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of ``predicted`` class indices that equal ``labels``."""
-    predicted, labels = np.asarray(predicted), np.asarray(labels)
-    if predicted.shape != labels.shape or labels.size == 0:
-        raise ValueError(f"need equal, non-empty shapes, got {predicted.shape} and {labels.shape}")
-    return float(np.mean(predicted == labels))
-
-
 def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion ``correct / total``.
 
@@ -132,6 +124,24 @@ def evaluate_predictions(labels, predicted, class_names, halves: bool = True) ->
         result["first_half"] = _score(labels[:middle], predicted[:middle])
         result["last_half"] = _score(labels[middle:], predicted[middle:])
     return result
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinity replaced by None, so that it is valid JSON.
+
+    ``json.dumps`` writes ``NaN`` and ``Infinity``, which JSON does not have: a reader in another
+    language fails on them. Nested dicts, lists and tuples are copied; NumPy scalars become
+    Python numbers.
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _describe(score: dict) -> str:

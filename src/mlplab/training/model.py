@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from mlplab.data.preprocessing import FittedPreprocessing
@@ -17,6 +19,10 @@ from mlplab.engine.losses import MeanSquaredError, make_loss
 from mlplab.saving import load_model, save_model
 from mlplab.training import loop as train
 from mlplab.training import metrics
+
+# Whether the engine seeds dropout masks separately from the initial weights (H1's dropout_seed);
+# without it the dropout masks follow the init seed.
+_SEPARATE_DROPOUT_SEED = "dropout_seed" in inspect.signature(build_network).parameters
 
 
 class Model:
@@ -47,9 +53,18 @@ class Model:
         seed: int = 0,
         dtype=np.float32,
         preprocessing: FittedPreprocessing | None = None,
+        dropout_seed: int | None = None,
     ) -> Model:
+        """A new, untrained model.
+
+        ``seed`` seeds the initial weights; ``dropout_seed`` the dropout masks (default: derived
+        by the engine from ``seed``).
+        """
+        options = {}
+        if dropout_seed is not None and _SEPARATE_DROPOUT_SEED:
+            options["dropout_seed"] = dropout_seed
         network = build_network(
-            architecture, input_size, len(class_names), init=init, dtype=dtype, seed=seed
+            architecture, input_size, len(class_names), init=init, dtype=dtype, seed=seed, **options
         )
         options = {"output_activation": output_activation} if output_activation else {}
         return cls(network, make_loss(loss, **options), class_names, preprocessing)

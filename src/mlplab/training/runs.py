@@ -1,42 +1,221 @@
-"""One training run from a :class:`~mlplab.training.config.RunConfig`: data, split, preprocessing, model,
-training, evaluation, and the files of the run folder.
+"""One training run from a :class:`~mlplab.training.config.RunConfig`: data, split, preprocessing,
+model, training, evaluation, and the data files of the run folder.
 
 ``mlplab train`` is a thin layer over :func:`prepare_run` and :func:`train_run`; experiment sweeps
-call the same two functions.
+call the same two functions with one :class:`DataCache`, so that a hundred runs on MNIST read,
+split and preprocess it once per distinct data setting rather than a hundred times::
+
+    cache = DataCache()
+    for config in configs:
+        result = train_run(prepare_run(config, data_cache=cache, progress=False), progress=False)
+        result.evaluation["accuracy"], result.test_predictions   # uint8, one per test image
+
+Training computes and stores; it draws nothing. The plots of a run folder are drawn afterwards
+from its files by :func:`mlplab.report.plot_run` (so importing this module does not import
+matplotlib).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mlplab import report
-from mlplab.data import Preprocessing, evaluation_split, load_dataset
+from mlplab.data import Dataset, Preprocessing, evaluation_split, load_dataset
+from mlplab.data.preprocessing import FittedPreprocessing
+from mlplab.data.splits import EvaluationSplit
+from mlplab.engine import architecture as architectures
 from mlplab.engine.optimizers import make_optimizer
 from mlplab.engine.regularizers import Regularization
-from mlplab.errors import ConfigError
-from mlplab.saving import write_json, write_text
+from mlplab.errors import ConfigError, MlplabError
+from mlplab.resources import available_memory_bytes, format_bytes
+from mlplab.saving import atomic_path, write_json, write_text
+from mlplab.training import loop
 from mlplab.training.config import RunConfig
 from mlplab.training.loop import EarlyStopping, History
-from mlplab.training.metrics import format_evaluation
+from mlplab.training.metrics import format_evaluation, json_safe
 from mlplab.training.model import Model
+from mlplab.training.run_folder import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, locked_run_folder
 from mlplab.training.schedules import BatchSizeRamp, fixed_batch_size, make_schedule
 
+PREDICTIONS_FILE = "predictions.npz"
+# What a resumed run may change: how long it trains, on how many threads, where the data is, and
+# whether a large run is allowed. Everything else must stay as the checkpoint was made.
+RESUMABLE_KEYS = frozenset(
+    {
+        ("training", "epochs"),
+        ("training", "max_steps"),
+        ("training", "threads"),
+        ("training", "allow_large"),
+        ("data", "data_dir"),
+    }
+)
+# Arrays held per parameter besides the weights themselves and their gradient.
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+# Per unit and example of a batch: the layer output, its gradient, a pre-activation and a mask.
+ARRAYS_PER_UNIT = 4
+EVALUATION_BATCH = 1000  # predict_logits' default batch, used for validation and test
 
-@dataclass
-class PreparedRun:
-    config: RunConfig
-    dataset: object
-    split: object
-    model: Model
+
+# ---------------------------------------------------------------------------- data, shared
+@dataclass(frozen=True)
+class PreparedData:
+    """One dataset split and preprocessed for one data setting; arrays are read-only and shared.
+
+    ``x_test``/``y_test`` are always the full official test set whatever the protocol.
+    """
+
+    dataset: Dataset
+    split: EvaluationSplit
+    preprocessing: FittedPreprocessing
     x_train: np.ndarray
     y_train: np.ndarray
     validation: tuple[np.ndarray, np.ndarray] | None
-    x_test: np.ndarray  # always the full official test set
+    x_test: np.ndarray
     y_test: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.x_train, self.y_train, self.x_test, self.y_test, *(self.validation or ())]
+        return int(sum(array.nbytes for array in arrays))
+
+
+class DataCache:
+    """Loads each dataset once, and splits and preprocesses it once per data setting.
+
+    The key of a prepared dataset is the dataset, every ``[data]`` setting except the folder's
+    location, and the split seed (only under the holdout protocol, the one split that uses it).
+    The arrays handed out are read-only: runs share them, so none may write into them.
+
+    Safe to share between threads: each key is computed by the first caller while later callers
+    of the same key wait for it, and callers of other keys go on. Nothing is cached at module
+    level; drop the cache (or call :meth:`clear`) to free the memory.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self._datasets: dict[tuple, Dataset] = {}
+        self._prepared: dict[tuple, PreparedData] = {}
+
+    def __len__(self) -> int:
+        """Number of prepared data settings held."""
+        return len(self._prepared)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._datasets.clear()
+            self._prepared.clear()
+
+    def dataset(self, name: str, data_dir: str | None = None, progress: bool = True) -> Dataset:
+        """The dataset ``load_dataset(name, data_dir)`` gives, read once."""
+        key = (str(name), data_dir or None)
+        return self._once(
+            self._datasets, ("dataset", *key), lambda: load_dataset(*key, progress=progress)
+        )
+
+    def prepared(self, data, split_seed: int, progress: bool = True) -> PreparedData:
+        """Split, preprocessing and float arrays for a :class:`~mlplab.training.config.DataConfig`."""
+        key = (
+            "prepared",
+            str(data.dataset),
+            data.data_dir or None,
+            data.protocol,
+            float(data.validation),
+            data.standardize,
+            data.crop_border,
+            data.pixel_subset,
+            data.pixel_subset_seed,
+            split_seed if data.protocol == "holdout" else None,
+        )
+        return self._once(self._prepared, key, lambda: self._prepare(data, split_seed, progress))
+
+    def _once(self, table: dict, key: tuple, make):
+        with self._lock:
+            if key in table:
+                return table[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in table:  # made by another thread while this one waited
+                    return table[key]
+            value = make()
+            with self._lock:
+                table[key] = value
+                self._key_locks.pop(key, None)
+            return value
+
+    def _prepare(self, data, split_seed: int, progress: bool) -> PreparedData:
+        dataset = self.dataset(data.dataset, data.data_dir, progress)
+        split = evaluation_split(
+            data.protocol,
+            dataset.train_labels,
+            len(dataset.test_labels),
+            _validation_size(data.validation),
+            seed=split_seed,
+        )
+        preprocessing = Preprocessing(
+            standardize=None if data.standardize == "none" else data.standardize,
+            crop_border=data.crop_border,
+            pixel_subset=data.pixel_subset or None,
+            pixel_subset_seed=data.pixel_subset_seed,
+        ).fit(dataset.train_images[split.train])
+        validation = None
+        if split.validation is not None:
+            on_train = split.validation_set == "train"
+            source = dataset.train_images if on_train else dataset.test_images
+            labels = dataset.train_labels if on_train else dataset.test_labels
+            validation = (
+                _read_only(preprocessing.transform(source[split.validation])),
+                _read_only(labels[split.validation]),
+            )
+        return PreparedData(
+            dataset,
+            split,
+            preprocessing,
+            _read_only(preprocessing.transform(dataset.train_images[split.train])),
+            _read_only(dataset.train_labels[split.train]),
+            validation,
+            _read_only(preprocessing.transform(dataset.test_images)),
+            _read_only(np.asarray(dataset.test_labels)),
+        )
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    array.flags.writeable = False
+    return array
+
+
+def _validation_size(value):
+    return int(value) if float(value).is_integer() and value >= 1 else float(value)
+
+
+# ---------------------------------------------------------------------------- one run
+@dataclass
+class PreparedRun:
+    """Everything a run needs, checked and built; :func:`train_run` trains it once."""
+
+    config: RunConfig  # a private copy, with the dataset folder made absolute
+    seeds: dict[str, int]  # RunConfig.resolved_seeds()
+    data: PreparedData
+    model: Model
+    memory_estimate: int  # bytes
+    trained: bool = field(default=False, repr=False)
+
+    # The data's parts under the names callers used before PreparedData existed.
+    dataset = property(lambda self: self.data.dataset)
+    split = property(lambda self: self.data.split)
+    x_train = property(lambda self: self.data.x_train)
+    y_train = property(lambda self: self.data.y_train)
+    validation = property(lambda self: self.data.validation)
+    x_test = property(lambda self: self.data.x_test)
+    y_test = property(lambda self: self.data.y_test)
 
     def describe(self) -> str:
         c, n_val = self.config, (len(self.validation[1]) if self.validation else 0)
@@ -51,10 +230,43 @@ class PreparedRun:
 
 @dataclass
 class RunResult:
+    """What a finished run computed.
+
+    Attributes
+    ----------
+    history : History
+        Per-epoch columns, best epoch, whether it stopped early.
+    evaluation : dict
+        Test-set metrics of :func:`mlplab.training.metrics.evaluate_predictions` (``accuracy``,
+        ``wilson_low``/``high``, ``first_half``/``last_half`` when there are >= 2 test images,
+        per class, confusion) plus ``loss``, ``dataset``, ``protocol``, ``epochs_run``,
+        ``best_epoch``, ``train_seconds`` and ``seeds``; JSON-safe (non-finite numbers are None).
+    test_predictions : numpy.ndarray
+        uint8, the predicted class of every test image, in test-set order.
+    test_probabilities : numpy.ndarray
+        float32, shape ``(n_test, n_classes)``.
+    seconds : float
+        Training time (without data preparation and evaluation).
+    config : RunConfig
+        The run's own copy of its configuration (seeds as written, -1 for derived).
+    seeds : dict
+        The resolved seeds: ``seed`` (master), ``split``, ``init``, ``order``, ``dropout``.
+    folder : Path or None
+        The run folder, or None for a run that wrote no files.
+    """
+
     history: History
     evaluation: dict
+    test_predictions: np.ndarray
+    test_probabilities: np.ndarray
     seconds: float
-    protocol: str
+    config: RunConfig
+    seeds: dict[str, int]
+    folder: Path | None = None
+
+    @property
+    def protocol(self) -> str:
+        return self.config.data.protocol
 
     def summary(self) -> str:
         h, e = self.history, self.evaluation
@@ -64,87 +276,138 @@ class RunResult:
             return "-" if value is None else f"{100 * value:.2f}%"
 
         def interval(score):
+            if score is None:
+                return "-  (too few test images to split in halves)"
             return (
                 f"{pct(score['accuracy'])}  [{100 * score['wilson_low']:.2f}, "
                 f"{100 * score['wilson_high']:.2f}]  ({score['correct']}/{score['total']})"
             )
 
-        lines = [
-            "",
-            "Summary",
-            f"  epochs run          {len(h)}{' (stopped early)' if h.stopped_early else ''}, "
-            f"weights of epoch {best + 1}, {self.seconds:.1f} s",
-            f"  train accuracy      {pct(h['train_accuracy'][best])}",
-            f"  validation accuracy {pct(h['val_accuracy'][best])}",
-            f"  test, full set      {interval(e)}",
-            f"  test, first half    {interval(e['first_half'])}",
-            f"  test, last half     {interval(e['last_half'])}"
-            + ("   <- the book protocol's test figure" if self.protocol == "book" else ""),
-        ]
-        return "\n".join(lines)
+        return "\n".join(
+            [
+                "",
+                "Summary",
+                f"  epochs run          {len(h)}{' (stopped early)' if h.stopped_early else ''}, "
+                f"weights of epoch {best + 1}, {self.seconds:.1f} s",
+                f"  train accuracy      {pct(h['train_accuracy'][best])}",
+                f"  validation accuracy {pct(h['val_accuracy'][best])}",
+                f"  test, full set      {interval(e)}",
+                f"  test, first half    {interval(e.get('first_half'))}",
+                f"  test, last half     {interval(e.get('last_half'))}"
+                + ("   <- the book protocol's test figure" if self.protocol == "book" else ""),
+            ]
+        )
 
 
-def _validation_size(value):
-    return int(value) if float(value).is_integer() and value >= 1 else float(value)
+def prepare_run(
+    config: RunConfig, *, data_cache: DataCache | None = None, progress: bool = True
+) -> PreparedRun:
+    """Check every setting, get the prepared data, estimate the memory and build the model.
 
+    ``config`` is never changed: the run works on a deep copy. Every setting is checked here,
+    before :func:`train_run` creates or writes anything.
 
-def prepare_run(config: RunConfig, progress: bool = True) -> PreparedRun:
-    """Load and split the data, fit the preprocessing and build the (untrained) model."""
-    data_config = config.data
-    data_config.resolve_dataset_path()
-    dataset = load_dataset(data_config.dataset, data_config.data_dir or None, progress=progress)
-    split = evaluation_split(
-        data_config.protocol,
-        dataset.train_labels,
-        len(dataset.test_labels),
-        _validation_size(data_config.validation),
-        seed=config.training.seed,
-    )
-    preprocessing = Preprocessing(
-        standardize=None if data_config.standardize == "none" else data_config.standardize,
-        crop_border=data_config.crop_border,
-        pixel_subset=data_config.pixel_subset or None,
-        pixel_subset_seed=data_config.pixel_subset_seed,
-    ).fit(dataset.train_images[split.train])
-    x_train = preprocessing.transform(dataset.train_images[split.train])
-    x_test = preprocessing.transform(dataset.test_images)
-    validation = None
-    if split.validation is not None:
-        source = dataset.train_images if split.validation_set == "train" else dataset.test_images
-        labels = dataset.train_labels if split.validation_set == "train" else dataset.test_labels
-        validation = (preprocessing.transform(source[split.validation]), labels[split.validation])
-    if config.training.dtype not in ("float32", "float64"):
-        raise ConfigError(f"dtype must be float32 or float64, not {config.training.dtype!r}")
+    Parameters
+    ----------
+    config : RunConfig
+    data_cache : DataCache, optional
+        Shared between runs to load and preprocess each dataset once; default: a fresh one.
+    progress : bool
+        Show a progress bar if the dataset must be downloaded.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid setting, or a memory estimate above what is available (unless
+        ``training.allow_large``).
+    DataError
+        For data that cannot be read.
+    """
+    config = copy.deepcopy(config)
+    config.validate()
+    config.data.resolve_dataset_path()
+    seeds = config.resolved_seeds()
+    spec = config.model.spec()
+    if isinstance(spec, str):
+        architectures.parse_architecture(spec)  # a misspelt layer fails before the data is read
+    training_options(config, seeds)  # optimizer and schedule options, likewise
+    if data_cache is None:  # (not `data_cache or ...`: an empty cache has len 0, so is falsy)
+        data_cache = DataCache()
+    data = data_cache.prepared(config.data, seeds["split"], progress)
+    n_classes = data.dataset.n_classes
+    if n_classes > 256:  # predictions are stored one byte each
+        raise ConfigError(f"{data.dataset.name} has {n_classes} classes; at most 256 are supported")
+    estimate = estimate_memory(config, data.preprocessing.n_features, n_classes, data.nbytes)
+    available = available_memory_bytes()
+    if estimate > available and not config.training.allow_large:
+        raise ConfigError(
+            f"this run needs about {format_bytes(estimate)} of memory and "
+            f"{format_bytes(available)} is available; choose a smaller network or batch, or "
+            "pass --allow-large ([training] allow_large = true) to try anyway"
+        )
     model = Model.build(
-        config.model.spec(),
-        preprocessing.n_features,
-        dataset.class_names,
+        spec,
+        data.preprocessing.n_features,
+        data.dataset.class_names,
         loss=config.model.loss,
         output_activation=config.model.output_activation or None,
         init=config.model.init,
-        seed=config.training.seed,
+        seed=seeds["init"],
+        dropout_seed=seeds["dropout"],
         dtype=np.dtype(config.training.dtype),
-        preprocessing=preprocessing,
+        preprocessing=data.preprocessing,
     )
-    return PreparedRun(
-        config,
-        dataset,
-        split,
-        model,
-        x_train,
-        dataset.train_labels[split.train],
-        validation,
-        x_test,
-        dataset.test_labels,
-    )
+    return PreparedRun(config, seeds, data, model, estimate)
 
 
-def training_options(config: RunConfig) -> dict:
+def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_bytes: int) -> int:
+    """Bytes a training will hold at its peak, estimated before the network is allocated.
+
+    ``params x (weights + gradients + optimizer slots [+ best weights kept by early stopping])``
+    plus ``max(batch, evaluation batch) x units x a few arrays``, at the run's item size, plus
+    the preprocessed data (and its float64 copy for a float64 run).
+    """
+    n_params, n_units = _network_size(config.model.spec(), input_size, n_classes)
+    itemsize = np.dtype(config.training.dtype).itemsize
+    copies = 2 + OPTIMIZER_SLOTS.get(config.optimizer.name, 2)
+    if config.training.early_stopping:
+        copies += 1
+    batch = max(config.training.batch_size, EVALUATION_BATCH)
+    data = data_bytes * (3 if itemsize == 8 else 1)  # float32 arrays, plus their float64 copy
+    return int(n_params * copies * itemsize + batch * n_units * ARRAYS_PER_UNIT * itemsize + data)
+
+
+def _network_size(spec, input_size: int, n_classes: int) -> tuple[int, int]:
+    """(parameters, units) of a network, counted without building it."""
+    counter = getattr(architectures, "network_size", None)
+    if counter is not None:  # the engine's own count (H1), exact for graphs too
+        size = counter(spec, input_size, n_classes)
+        return int(size.n_params), int(size.n_units)
+    if not isinstance(spec, str):  # a graph spec: count its dense nodes' units
+        units = [int(node.get("units", 0)) for node in spec.get("nodes", [])]
+        width = max([input_size, *units])
+        return sum(units) * (width + 1) + n_classes * (width + 1), sum(units) + n_classes
+    params, units, previous = 0, 0, input_size
+    for layer, options in architectures.parse_architecture(spec):
+        if layer == "dense":
+            params += (previous + 1) * options["units"]
+            units += options["units"]
+            previous = options["units"]
+        elif layer in ("layernorm", "batchnorm"):
+            params += 2 * previous
+    return params + (previous + 1) * n_classes, units + n_classes
+
+
+# The training loop's name for the data-order seed: `seed` until H3's `order_seed` lands.
+_FIT_PARAMETERS = inspect.signature(loop.fit).parameters
+ORDER_SEED_ARGUMENT = "order_seed" if "order_seed" in _FIT_PARAMETERS else "seed"
+
+
+def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> dict:
     """The keyword arguments of :func:`mlplab.training.loop.fit` that a config prescribes."""
+    config.validate()
     t, r = config.training, config.regularization
-    for name in ("epochs", "batch_size"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {getattr(t, name)!r}")
+    seeds = seeds or config.resolved_seeds()
     optimizer = make_optimizer(
         config.optimizer.name, config.optimizer.learning_rate, **config.optimizer.options
     )
@@ -172,60 +435,173 @@ def training_options(config: RunConfig) -> dict:
             if t.early_stopping
             else None
         ),
-        "seed": t.seed,
+        ORDER_SEED_ARGUMENT: seeds["order"],
         "threads": t.threads or None,
         "max_steps": t.max_steps or None,
     }
 
 
+def check_resume(saved: RunConfig, config: RunConfig) -> None:
+    """Refuse to resume a run whose settings changed, except those in :data:`RESUMABLE_KEYS`.
+
+    Raises
+    ------
+    ConfigError
+        Naming each setting that differs from the saved ``config.toml``.
+    """
+    before, after = saved.to_dict(), config.to_dict()
+    changed = [
+        f"{table}.{key}"
+        for table in sorted(set(before) | set(after))
+        for key in sorted(set(before.get(table, {})) | set(after.get(table, {})))
+        if (table, key) not in RESUMABLE_KEYS
+        and after.get(table, {}).get(key) != before.get(table, {}).get(key)
+    ]
+    if changed:
+        allowed = ", ".join(f"{table}.{key}" for table, key in sorted(RESUMABLE_KEYS))
+        raise ConfigError(
+            f"resuming continues the run's saved {CONFIG_FILE}, but these settings differ from "
+            f"it: {', '.join(changed)}; only {allowed} may change"
+        )
+
+
+class _SaveConfigOnce:
+    """A fit callback that writes config.toml after the first epoch a resumed run trains, so
+    that a checkpoint that cannot be read leaves the saved config as it was."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.text = path, text
+
+    def on_epoch_end(self, epoch: int, record: dict) -> bool:
+        if self.text is not None:
+            write_text(self.path, self.text)
+            self.text = None
+        return False
+
+
 def train_run(
-    prepared: PreparedRun, out: Path, resume: bool = False, progress: bool = True
+    prepared: PreparedRun, out: Path | None = None, *, resume: bool = False, progress: bool = True
 ) -> RunResult:
-    """Train, save and evaluate; every file of the run folder is written atomically."""
+    """Train, evaluate on the test set, and (with ``out``) write the run folder's data files.
+
+    With ``out`` the folder is locked for the run (a second process gets a one-line error), its
+    stale temporary files are removed, and every file is written atomically: ``config.toml``,
+    ``checkpoint.npz`` (after every epoch), ``model.npz``, ``history.json``/``.csv``,
+    ``evaluation.json``/``.txt`` and ``predictions.npz`` (``predicted`` uint8, ``probabilities``
+    float32, ``labels`` uint8). Without ``out`` nothing is written, not even a checkpoint.
+
+    Parameters
+    ----------
+    prepared : PreparedRun
+        From :func:`prepare_run`; trained in place, so it can be trained only once.
+    out : path, optional
+    resume : bool
+        Continue the run in ``out`` from its checkpoint; ``out/config.toml`` must match the
+        prepared config except for :data:`RESUMABLE_KEYS`.
+    progress : bool
+
+    Raises
+    ------
+    ConfigError
+        Resume without ``out``, a folder in use or holding another run, changed settings.
+    MlplabError
+        A file of the run folder could not be written (a full disk, say).
+    """
+    if prepared.trained:
+        raise ConfigError("this prepared run was trained already; call prepare_run again")
+    if resume and out is None:
+        raise ConfigError("resume needs the run folder (out) that holds the checkpoint")
+    prepared.trained = True
+    if out is None:
+        return _train_and_evaluate(prepared, None, False, progress)
     out = Path(out)
+    with locked_run_folder(out, resume):
+        try:
+            return _train_and_evaluate(prepared, out, resume, progress)
+        except OSError as error:
+            raise MlplabError(
+                f"{out}: could not write the run's files ({error.strerror or error}); free some "
+                "space or choose another --out, then add --resume to continue from the checkpoint"
+            ) from None
+
+
+def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, progress: bool):
     config = prepared.config
-    write_text(out / "config.toml", config.to_toml())
+    callbacks = []
+    if out is not None:
+        if resume:
+            check_resume(RunConfig.from_toml(out / CONFIG_FILE), config)
+            callbacks.append(_SaveConfigOnce(out / CONFIG_FILE, config.to_toml()))
+        else:
+            write_text(out / CONFIG_FILE, config.to_toml())
     started = time.perf_counter()
     history = prepared.model.fit(
         prepared.x_train,
         prepared.y_train,
         validation_data=prepared.validation,
-        checkpoint_path=out / "checkpoint.npz",
+        checkpoint_path=None if out is None else out / CHECKPOINT_FILE,
         resume=resume,
         progress=progress,
-        **training_options(config),
+        callbacks=callbacks,
+        **training_options(config, prepared.seeds),
     )
     seconds = time.perf_counter() - started
-    history.save(out)
-    prepared.model.save(
-        out / "model.npz", {"dataset": prepared.dataset.name, "config": config.to_dict()}
-    )
-    test_logits = prepared.model.network.predict_logits(prepared.x_test)
-    evaluation = prepared.model.evaluate_logits(test_logits, prepared.y_test)
+
+    model, labels = prepared.model, prepared.y_test
+    logits = model.network.predict_logits(prepared.x_test)
+    probabilities = model.loss.predict(logits).astype(np.float32, copy=False)
+    predictions = logits.argmax(axis=1).astype(np.uint8)
+    evaluation = model.evaluate_logits(logits, labels)
     evaluation.update(
         dataset=prepared.dataset.name,
         protocol=config.data.protocol,
         epochs_run=len(history),
         best_epoch=history.best_epoch,
         train_seconds=seconds,
+        seeds=dict(prepared.seeds),
+    )
+    evaluation = json_safe(evaluation)
+    result = RunResult(
+        history, evaluation, predictions, probabilities, seconds, config, prepared.seeds, out
+    )
+    if out is None:
+        return result
+    if resume:  # a run resumed after its last epoch trains none, so the callback never ran
+        callbacks[0].on_epoch_end(len(history), {})
+    history.save(out)
+    model.save(
+        out / MODEL_FILE,
+        {"dataset": prepared.dataset.name, "config": config.to_dict(), "seeds": prepared.seeds},
     )
     write_json(out / "evaluation.json", evaluation)
     write_text(out / "evaluation.txt", format_evaluation(evaluation) + "\n")
-    predicted = test_logits.argmax(axis=1)
-    report.plot_confusion_matrix(
-        np.array(evaluation["confusion_matrix"]),
-        prepared.dataset.class_names,
-        out / "confusion.png",
-        title=f"{prepared.dataset.name} test set",
-    )
-    report.plot_misclassified(
-        prepared.dataset.test_images,
-        prepared.y_test,
-        predicted,
-        prepared.dataset.class_names,
-        out / "misclassified.png",
-    )
-    return RunResult(history, evaluation, seconds, config.data.protocol)
+    write_predictions(out / PREDICTIONS_FILE, predictions, probabilities, labels)
+    return result
 
 
-__all__ = ["PreparedRun", "RunResult", "prepare_run", "train_run", "training_options"]
+def write_predictions(path, predicted, probabilities, labels) -> Path:
+    """``predictions.npz``: ``predicted`` and ``labels`` (uint8), ``probabilities`` (float32)."""
+    arrays = {
+        "predicted": np.asarray(predicted, dtype=np.uint8),
+        "probabilities": np.asarray(probabilities, dtype=np.float32),
+        "labels": np.asarray(labels).astype(np.uint8),
+    }
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, **arrays)
+    return Path(path)
+
+
+__all__ = [
+    "DataCache",
+    "PREDICTIONS_FILE",
+    "PreparedData",
+    "PreparedRun",
+    "RESUMABLE_KEYS",
+    "RunResult",
+    "check_resume",
+    "estimate_memory",
+    "prepare_run",
+    "train_run",
+    "training_options",
+    "write_predictions",
+]
