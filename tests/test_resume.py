@@ -16,7 +16,8 @@ import pytest
 from mlplab.data import load_dataset
 from mlplab.engine.optimizers import make_optimizer
 from mlplab.errors import ConfigError
-from mlplab.saving import CHECKPOINT_FORMAT, read_archive
+from mlplab.saving import read_archive
+from mlplab.training.checkpoints import CHECKPOINT_FORMAT
 from mlplab.training.loop import EarlyStopping, read_history_csv
 from mlplab.training.model import Model
 
@@ -69,7 +70,7 @@ def run(
         batch_size=40,
         validation_data=validation or (x_val, y_val),
         early_stopping=EarlyStopping(patience=patience),
-        seed=11,
+        order_seed=11,
         threads=1,
         checkpoint_path=checkpoint,
         resume=resume,
@@ -106,7 +107,7 @@ def test_resume_after_a_crash_is_bit_identical_to_an_uninterrupted_run(data, tmp
     checkpoint = tmp_path / "interrupted.npz"
     with pytest.raises(Crash):
         run(data, 3, checkpoint, callbacks=[CrashAt(2)])
-    assert read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["epoch"] == 1
+    assert read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["state"]["epoch"] == 1
     resumed, resumed_history = run(data, 3, checkpoint, resume=True)
     assert_same_weights(resumed, reference)
     assert_same_history(resumed_history, reference_history)
@@ -230,7 +231,7 @@ def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     state = read_archive(checkpoint, CHECKPOINT_FORMAT).metadata
-    assert state["epoch"] < 3 and not state["finished"]
+    assert state["state"]["epoch"] < 3 and not state["finished"]
     assert not (killed_dir / "model.npz").exists()
 
     resumed = subprocess.run(

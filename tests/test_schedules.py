@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from mlplab.training.schedules import (
     OneCycle,
     Step,
     Warmup,
+    batch_bounds,
     fixed_batch_size,
     make_schedule,
     steps_per_epoch,
@@ -182,10 +184,94 @@ def test_invalid_batch_size_ramp_raises_config_error(kwargs):
         BatchSizeRamp(**kwargs)
 
 
-def test_steps_per_epoch_keeps_the_last_partial_batch():
+def test_steps_per_epoch_keeps_the_last_partial_batch_unless_it_is_a_single_example():
     assert steps_per_epoch(60000, 20) == 3000
-    assert steps_per_epoch(60001, 20) == 3001
+    assert steps_per_epoch(60002, 20) == 3001
+    assert steps_per_epoch(60001, 20) == 3000  # the lone example joins the last full batch
     assert steps_per_epoch(10, 100) == 1
+    assert steps_per_epoch(1, 100) == 1  # a data set of one example is one batch of one
     assert steps_per_epoch(0, 100) == 0
     with pytest.raises(ConfigError):
         steps_per_epoch(100, 0)
+
+
+@pytest.mark.parametrize("batch_size", [27, 63, 81, 189, 20, 1000, 54999, 55000, 60000])
+def test_batches_cover_the_epoch_once_and_none_has_a_single_example(batch_size):
+    n = 55_000  # the MNIST training set less a 5,000 holdout: a remainder of 1 at 27, 63, 81, 189
+    n_steps = steps_per_epoch(n, batch_size)
+    bounds = [batch_bounds(i, n, batch_size) for i in range(n_steps)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:]))
+    sizes = [stop - start for start, stop in bounds]
+    assert min(sizes) >= 2 and max(sizes) <= batch_size + 1
+    assert sizes[:-1] == [batch_size] * (n_steps - 1)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Constant(math.inf),
+        lambda: Step(0.1, every_epochs=math.inf),
+        lambda: Cosine(0.1, total_epochs=math.inf),
+        lambda: OneCycle(math.inf, total_epochs=5),
+        lambda: Warmup(Constant(0.1), warmup_epochs=math.inf),
+        lambda: make_schedule("cosine", math.inf, 5),
+        lambda: make_schedule("cosine", 0.1, math.inf),
+        lambda: make_schedule("step", 0.1, 5, gamma=math.inf),
+    ],
+)
+def test_infinite_rates_and_options_are_refused_when_the_schedule_is_built(build):
+    with pytest.raises(ConfigError, match="inf"):
+        build()
+
+
+def test_a_step_schedule_that_overflows_gives_an_infinite_rate_not_an_exception():
+    # The trainer refuses a non-finite rate with a ConfigError (tests/test_train.py).
+    assert Step(0.1, every_epochs=1, gamma=1e30).lr_at(100) == math.inf
+
+
+def test_schedules_say_whether_they_depend_on_the_length_of_training():
+    assert not Constant(0.1).depends_on_total
+    assert not Step(0.1).depends_on_total
+    assert Cosine(0.1, 10).depends_on_total
+    assert OneCycle(0.1, 10).depends_on_total
+    assert not make_schedule("warmup", 0.1, 10).depends_on_total
+    assert make_schedule("cosine", 0.1, 10, warmup_epochs=1).depends_on_total
+    # What "does not depend" means: the same rates whatever total_epochs a name is built with.
+    for name in ("constant", "step", "warmup"):
+        short, long = make_schedule(name, 0.1, 20), make_schedule(name, 0.1, 30)
+        assert [short(e / 4) for e in range(120)] == [long(e / 4) for e in range(120)], name
+    assert make_schedule("cosine", 0.1, 20)(0.5) != make_schedule("cosine", 0.1, 30)(0.5)
+
+
+def test_settings_name_the_schedule_and_every_option_as_json():
+    schedule = make_schedule("cosine", 0.1, 10, min_learning_rate=0.01, warmup_epochs=2)
+    settings = schedule.settings()
+    assert json.loads(json.dumps(settings)) == settings
+    assert settings == {
+        "type": "Warmup",
+        "schedule": {
+            "type": "Cosine",
+            "learning_rate": 0.1,
+            "total_epochs": 10,
+            "min_learning_rate": 0.01,
+        },
+        "warmup_epochs": 2,
+        "start_factor": 0.1,
+    }
+    assert Step(0.1, 2, 0.5).settings() == {
+        "type": "Step",
+        "learning_rate": 0.1,
+        "every_epochs": 2,
+        "gamma": 0.5,
+    }
+
+
+def test_one_cycle_sampled_per_step_peaks_at_step_pct_start_and_ends_above_the_final_rate():
+    # What the docstring says: sampled at the start of each of T steps (as the trainer does), the
+    # peak falls at step pct_start * T and the last step's rate is above the final rate.
+    total_steps, schedule = 100, OneCycle(1.0, total_epochs=10, pct_start=0.3)
+    rates = [schedule.lr_at(10 * step / total_steps) for step in range(total_steps)]
+    assert rates.index(max(rates)) == 30 and rates[30] == pytest.approx(1.0)
+    final = 1.0 / 25 / 1e4
+    assert rates[-1] > final and rates[-1] == pytest.approx(schedule.lr_at(9.9))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 from mlplab.data import load_dataset
 from mlplab.engine.optimizers import make_optimizer
 from mlplab.errors import ConfigError, DivergenceError
-from mlplab.saving import CHECKPOINT_FORMAT, read_archive
+from mlplab.saving import read_archive
+from mlplab.training import loop
+from mlplab.training.checkpoints import CHECKPOINT_FORMAT
 from mlplab.training.loop import (
     HISTORY_COLUMNS,
     EarlyStopping,
@@ -20,7 +23,7 @@ from mlplab.training.loop import (
     read_history_csv,
 )
 from mlplab.training.model import Model
-from mlplab.training.schedules import BatchSizeRamp, make_schedule
+from mlplab.training.schedules import BatchSizeRamp, Step, make_schedule
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 CLASSES = [str(i) for i in range(10)]
@@ -74,15 +77,15 @@ class Snapshots:
 # ------------------------------------------------------------------ reproducibility
 def test_same_seed_and_threads_give_bit_identical_weights(data):
     first, second = build("32:relu:dropout(0.2)"), build("32:relu:dropout(0.2)")
-    train(first, data, seed=7)
-    train(second, data, seed=7)
+    train(first, data, order_seed=7)
+    train(second, data, order_seed=7)
     assert same_weights(weights(first), weights(second))
 
 
 def test_a_different_shuffle_seed_gives_different_weights(data):
     first, second = build(), build()
-    train(first, data, seed=1)
-    train(second, data, seed=2)
+    train(first, data, order_seed=1)
+    train(second, data, order_seed=2)
     assert not same_weights(weights(first), weights(second))
 
 
@@ -106,6 +109,64 @@ def test_history_has_one_complete_row_per_epoch(data):
     assert all(s >= 0 for s in history["seconds"])
     assert history["batch_size"] == [50, 50, 50]
     assert history["learning_rate"] == [1e-3] * 3
+
+
+def test_history_keeps_the_columns_other_code_reads_by_name():
+    for column in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert column in HISTORY_COLUMNS
+    for column in ("learning_rate", "batch_size", "seconds", "train_loss_running", "steps"):
+        assert column in HISTORY_COLUMNS
+
+
+def test_train_loss_is_measured_in_inference_mode_after_the_epoch(data):
+    x, y, _, _ = data
+    network = build("64:relu:dropout(0.5)")
+    snapshots = Snapshots(network)
+    history = train(network, data, epochs=2, callbacks=[snapshots])
+    loss = Model.build("", 784, CLASSES).loss
+    for epoch in (1, 2):
+        for name, array in snapshots.by_epoch[epoch].items():
+            network.params[name][...] = array
+        measured = evaluate_loss(network, loss, x, y)  # 600 examples: all are measured
+        assert history["train_loss"][epoch - 1] == pytest.approx(measured[0], rel=1e-6)
+        assert history["train_accuracy"][epoch - 1] == measured[1]
+    # With dropout 0.5, the batches as trained do worse than the network they end with.
+    assert history["train_loss_running"][1] > history["train_loss"][1]
+    assert history["train_accuracy_running"][1] < history["train_accuracy"][1]
+    assert history["steps"] == [12, 12]
+
+
+def test_train_loss_of_a_large_set_is_measured_on_a_fixed_sample_chosen_by_the_order_seed(data):
+    x, y, _, _ = data
+    first, again = loop._train_measure_subset(x, y, 5), loop._train_measure_subset(x, y, 5)
+    assert first[0] is x  # 600 examples: all of them, not a copy
+    small = np.arange(600, dtype=np.float32)[:, None], y  # each example's feature is its index
+    original = loop.TRAIN_MEASURE_EXAMPLES
+    try:
+        loop.TRAIN_MEASURE_EXAMPLES = 100
+        sample = loop._train_measure_subset(*small, 5)
+        same = loop._train_measure_subset(*small, 5)
+        other = loop._train_measure_subset(*small, 6)
+    finally:
+        loop.TRAIN_MEASURE_EXAMPLES = original
+    assert len(sample[1]) == 100 and len(np.unique(sample[0], axis=0)) == 100
+    assert np.array_equal(sample[0], same[0]) and np.array_equal(sample[1], same[1])
+    assert not np.array_equal(sample[0], other[0])
+    assert np.array_equal(first[1], again[1])
+
+
+@pytest.mark.parametrize("batch_size", [27, 63, 81, 189])
+def test_batchnorm_trains_when_one_example_would_be_left_for_a_last_batch(data, batch_size):
+    # 55,000 training images at these sizes leave one example over; so do 2 * size + 1.
+    x, y, x_val, y_val = data
+    n = 2 * batch_size + 1
+    optimizer = make_optimizer("adam", 1e-3)
+    network = build("16:batchnorm:relu")
+    history = train(
+        network, (x[:n], y[:n], x_val, y_val), epochs=2, batch_size=batch_size, optimizer=optimizer
+    )
+    assert history["steps"] == [2, 2] and int(optimizer.state["step"]) == 4
+    assert history["batch_size"] == [batch_size, batch_size]
 
 
 def test_history_without_validation_leaves_the_validation_columns_empty(data):
@@ -152,11 +213,24 @@ def test_cosine_schedule_rates_are_recorded_and_decrease(data):
 
 
 # ------------------------------------------------------------------ stopping
-def test_max_steps_stops_training_after_that_many_updates(data):
+def test_max_steps_stops_training_after_that_many_updates(data, tmp_path):
     optimizer = make_optimizer("adam", 1e-3)
-    history = train(build(), data, epochs=5, optimizer=optimizer, max_steps=5)
+    checkpoint = tmp_path / "checkpoint.npz"
+    history = train(
+        build(), data, epochs=5, optimizer=optimizer, max_steps=5, checkpoint_path=checkpoint
+    )
     assert int(optimizer.state["step"]) == 5
-    assert len(history) == 1
+    # The partial epoch is reported with the steps it got; the checkpoint keeps it unfinished.
+    assert len(history) == 1 and history["steps"] == [5] and history.best_epoch == 1
+    state = read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["state"]
+    assert (state["epoch"], state["batch_index"], state["step"]) == (0, 5, 5)
+    assert state["history"]["columns"]["epoch"] == []
+
+
+@pytest.mark.parametrize("max_steps", [0, -1, 2.5, True])
+def test_max_steps_must_be_a_positive_integer(data, max_steps):
+    with pytest.raises(ConfigError, match="max_steps"):
+        train(build(), data, max_steps=max_steps)
 
 
 def test_a_callback_returning_true_stops_training(data):
@@ -240,7 +314,8 @@ def test_fit_refuses_a_non_positive_or_fractional_epoch_count(data, epochs):
 
 # ------------------------------------------------------------------ divergence
 def test_huge_learning_rate_raises_divergence_error_naming_epoch_step_and_rate(data):
-    with pytest.raises(DivergenceError) as caught, np.errstate(all="ignore"):
+    with pytest.raises(DivergenceError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no RuntimeWarning on the way
         train(build(), data, optimizer=make_optimizer("sgd", 1e20))
     message = str(caught.value)
     assert "epoch 1" in message and "step " in message
@@ -266,9 +341,25 @@ def test_divergence_after_a_good_epoch_keeps_that_epochs_checkpoint(data, tmp_pa
     message = str(caught.value)
     assert "epoch 2" in message and "learning rate" in message and str(checkpoint) in message
     archive = read_archive(checkpoint, CHECKPOINT_FORMAT)
-    assert archive.metadata["epoch"] == 1 and archive.metadata["finished"] is False
+    assert archive.metadata["state"]["epoch"] == 1 and archive.metadata["finished"] is False
     stored = archive.group("param")
     assert same_weights(stored, snapshots.by_epoch[1])
     assert all(np.isfinite(array).all() for array in stored.values())
     with np.load(checkpoint, allow_pickle=False) as raw:
         assert "__format__" in raw.files
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        lambda epoch: math.inf if epoch >= 1 else 1e-3,
+        lambda epoch: math.nan,
+        Step(1e-3, every_epochs=0.01, gamma=1e30),  # overflows to inf within the first epoch
+    ],
+)
+def test_a_schedule_giving_a_non_finite_rate_stops_with_a_one_line_config_error(data, schedule):
+    with pytest.raises(ConfigError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(build(), data, epochs=2, schedule=schedule)
+    message = str(caught.value)
+    assert "learning-rate schedule gave" in message and "\n" not in message

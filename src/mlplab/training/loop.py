@@ -2,17 +2,27 @@
 
 One epoch is a seeded permutation of the training indices, sliced into batches; the data are
 never copied, each batch is gathered by fancy indexing. The permutation of epoch ``e`` comes from
-``default_rng([seed, e])`` and the learning rate and batch size are pure functions of the epoch,
-so the only state a resumed run needs is the weights, the optimizer's arrays, the dropout
-generators and the early-stopping record, all of which a checkpoint holds. With the same seed and
-thread count, a run resumed from a checkpoint ends with bit-identical weights.
+``default_rng([order_seed, e])`` and the learning rate and batch size are pure functions of the
+epoch, so the only state a resumed run needs is the weights, the optimizer's arrays, the dropout
+generators, where in the epoch training stands, and the early-stopping record, all of which a
+checkpoint holds (:mod:`mlplab.training.checkpoints`). With the same settings and thread count, a
+run resumed from a checkpoint ends with bit-identical weights, also after ``max_steps`` stopped it
+in the middle of an epoch.
 
-A training step::
+Resuming with more epochs extends a run. When the learning-rate schedule does not depend on the
+planned length (constant, step, warm-up to constant) the extension continues exactly as a run
+given the larger number of epochs from the start would have; when it does (cosine, one-cycle) the
+two runs differ from their first step, so resuming refuses with a ConfigError that says so and
+suggests a new run. Any other change of settings is refused the same way.
 
-    logits = network.forward(x, training=True)
-    loss.forward(logits, y); network.backward(loss.backward())
-    regularization.add_penalty_gradients(...); regularization.clip_gradients(...)
-    optimizer.update(params, grads); regularization.apply_max_norm(params)
+The algorithm::
+
+    for each epoch: for each batch of the epoch's permutation:        # _run_epoch
+        logits = network.forward(x, training=True)                     # _train_step
+        loss.forward(logits, y); network.backward(loss.backward())
+        regularization.add_penalty_gradients(...); regularization.clip_gradients(...)
+        optimizer.update(params, grads); regularization.apply_max_norm(params)
+    at each epoch end: measure, record, early stopping, callbacks, checkpoint   # _end_of_epoch
 """
 
 from __future__ import annotations
@@ -29,8 +39,15 @@ from tqdm.auto import tqdm
 
 from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError, DivergenceError
-from mlplab.saving import CHECKPOINT_FORMAT, network_arrays, read_archive, write_archive, write_text
-from mlplab.training.schedules import BatchSizeRamp, Constant, fixed_batch_size, steps_per_epoch
+from mlplab.saving import network_arrays, write_text
+from mlplab.training.checkpoints import read_checkpoint, training_settings, write_checkpoint
+from mlplab.training.schedules import (
+    BatchSizeRamp,
+    Constant,
+    batch_bounds,
+    fixed_batch_size,
+    steps_per_epoch,
+)
 from mlplab.training.threads import thread_limit
 
 HISTORY_COLUMNS = [
@@ -42,7 +59,13 @@ HISTORY_COLUMNS = [
     "learning_rate",
     "batch_size",
     "seconds",
+    "train_loss_running",
+    "train_accuracy_running",
+    "steps",
 ]
+
+# train_loss and train_accuracy are measured on at most this many training examples, chosen once.
+TRAIN_MEASURE_EXAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -80,7 +103,28 @@ class EarlyStopping:
 
 @dataclass
 class History:
-    """Per-epoch records as plain lists (``history.columns["val_loss"]``), plus how it ended."""
+    """Per-epoch records as plain lists (``history.columns["val_loss"]``), plus how it ended.
+
+    Columns, one value per epoch:
+
+    ``epoch``                   1-based epoch number
+    ``train_loss``              mean loss and accuracy of the weights at the epoch's end, in
+    ``train_accuracy``          inference mode (no dropout), on a fixed subset of the training set:
+                                all of it, or :data:`TRAIN_MEASURE_EXAMPLES` examples chosen once
+                                from the order seed; comparable with ``val_loss``
+    ``val_loss``, ``val_accuracy``  the same on the validation data (None without it)
+    ``train_loss_running``      mean loss and accuracy of the batches as they were trained: with
+    ``train_accuracy_running``  dropout on and weights changing during the epoch (the figures a
+                                progress bar shows); cheap but not a measurement of the model
+    ``learning_rate``           the rate of the epoch's last step
+    ``batch_size``              the epoch's batch size (the last batch may be one larger)
+    ``steps``                   optimizer steps taken in the epoch
+    ``seconds``                 wall time of the epoch, measurements included
+
+    When ``max_steps`` stops training inside an epoch, the returned history ends with a row for
+    that partial epoch (its ``steps`` says how far it got); the checkpoint keeps only complete
+    epochs, and resuming finishes the partial one.
+    """
 
     columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in HISTORY_COLUMNS})
     best_epoch: int | None = None  # 1-based epoch whose weights the model ends with
@@ -105,7 +149,8 @@ class History:
 
     @classmethod
     def from_dict(cls, value: dict) -> History:
-        return cls(value["columns"], value.get("best_epoch"), value.get("stopped_early", False))
+        columns = {key: list(value["columns"][key]) for key in HISTORY_COLUMNS}
+        return cls(columns, value.get("best_epoch"), value.get("stopped_early", False))
 
     def save(self, folder: Path) -> None:
         """``history.json`` and ``history.csv`` in ``folder``, each written atomically."""
@@ -118,10 +163,15 @@ class History:
 
 
 def read_history_csv(path) -> dict[str, list[float]]:
-    """Read a ``history.csv`` back (for reports that plot stored runs)."""
+    """Read a ``history.csv`` back (for reports that plot stored runs).
+
+    Columns an older file lacks read as lists of None.
+    """
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
-    return {key: [float(row[key]) if row[key] else None for row in rows] for key in HISTORY_COLUMNS}
+    return {
+        key: [float(row[key]) if row.get(key) else None for row in rows] for key in HISTORY_COLUMNS
+    }
 
 
 def evaluate_loss(network, loss, x, y, batch_size: int = 1000) -> tuple[float, float]:
@@ -135,13 +185,74 @@ def evaluate_loss(network, loss, x, y, batch_size: int = 1000) -> tuple[float, f
     return total_loss / len(y), correct / len(y)
 
 
-def _snapshot(network) -> dict[str, np.ndarray]:
-    return {name: array.copy() for name, array in network_arrays(network).items()}
+@dataclass
+class TrainingState:
+    """Where a training stands: everything besides the weights and optimizer that it resumes from.
+
+    ``epoch`` is the 0-based epoch in progress (or the next to start) and ``batch_index`` the
+    number of its batches already trained; the running sums cover those batches.
+    """
+
+    epoch: int = 0
+    batch_index: int = 0
+    step: int = 0  # optimizer steps in all epochs, the unit of max_steps
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0  # time already spent in this epoch (before a stop inside it)
+    history: History = field(default_factory=History)
+    best_value: float | None = None
+    wait: int = 0  # epochs without improvement
+    best_arrays: dict[str, np.ndarray] | None = None
+
+    def to_metadata(self) -> dict:
+        """Plain JSON values (Python floats round-trip through JSON exactly)."""
+        keys = ("epoch", "batch_index", "step", "loss_sum", "correct", "seen", "seconds")
+        return {
+            **{key: getattr(self, key) for key in keys},
+            "history": self.history.to_dict(),
+            "best_value": self.best_value,
+            "wait": self.wait,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict, best_arrays) -> TrainingState:
+        keys = ("epoch", "batch_index", "step", "loss_sum", "correct", "seen", "seconds")
+        return cls(
+            **{key: meta[key] for key in keys},
+            history=History.from_dict(meta["history"]),
+            best_value=meta["best_value"],
+            wait=meta["wait"],
+            best_arrays=best_arrays,
+        )
+
+    def start_epoch(self) -> None:
+        self.epoch, self.batch_index = self.epoch + 1, 0
+        self.loss_sum, self.correct, self.seen, self.seconds = 0.0, 0, 0, 0.0
 
 
-def _restore(network, arrays: dict[str, np.ndarray]) -> None:
-    for name, target in network_arrays(network).items():
-        target[...] = arrays[name]
+@dataclass(frozen=True)
+class _Training:
+    """What stays fixed during one call of :func:`fit`."""
+
+    network: object
+    loss: object
+    x: np.ndarray
+    y: np.ndarray
+    optimizer: object
+    epochs: int
+    ramp: BatchSizeRamp
+    schedule: object
+    validation_data: tuple | None
+    regularization: Regularization
+    early_stopping: EarlyStopping | None
+    order_seed: int
+    checkpoint_path: Path | None
+    settings: dict
+    max_steps: int | None
+    progress: bool
+    callbacks: tuple
+    train_measure: tuple[np.ndarray, np.ndarray]  # the fixed subset train_loss is measured on
 
 
 def fit(
@@ -157,7 +268,7 @@ def fit(
     validation_data=None,
     regularization: Regularization | None = None,
     early_stopping: EarlyStopping | None = None,
-    seed: int = 0,
+    order_seed: int = 0,
     threads: int | None = None,
     checkpoint_path=None,
     resume: bool = False,
@@ -170,6 +281,7 @@ def fit(
     Parameters
     ----------
     network : mlplab.engine.graph.Network
+        Its own seed sets the initial weights and the dropout masks.
     loss : a loss from :mod:`mlplab.engine.losses`
     x, y : arrays
         Features ``(N, input_size)`` (float32) and integer labels ``(N,)``.
@@ -177,227 +289,275 @@ def fit(
     epochs : int
         Number of passes over the data (``max_steps`` may stop earlier).
     batch_size : int or BatchSizeRamp
-        A fixed size or a ramp such as ``BatchSizeRamp(start=20, growth=2, final=128)``.
+        A fixed size or a ramp such as ``BatchSizeRamp(start=20, growth=2, final=128)``. A last
+        batch of a single example joins the batch before it (see
+        :func:`~mlplab.training.schedules.steps_per_epoch`).
     schedule : callable ``epoch (float) -> learning rate``, optional
         From :mod:`mlplab.training.schedules`; default: the optimizer's learning rate, constant.
+        A rate that is not finite and non-negative stops training with a ConfigError.
     validation_data : (x_val, y_val), optional
     regularization : Regularization, optional
     early_stopping : EarlyStopping, optional
         Needs ``validation_data``; the best weights are restored at the end.
-    seed : int
-        Seeds the per-epoch shuffles.
+    order_seed : int
+        Seeds the per-epoch shuffles and the choice of the examples ``train_loss`` is measured on.
     threads : int, optional
         BLAS and element-wise threads; the same count is needed for bit-identical reruns.
     checkpoint_path : path, optional
-        Written atomically after every epoch.
+        Written atomically after every epoch, and when ``max_steps`` stops inside one.
     resume : bool
-        Continue from ``checkpoint_path`` if it exists.
+        Continue from ``checkpoint_path`` if it exists. The checkpoint must have been made with
+        the same settings (all but ``epochs``, ``max_steps`` and ``threads``), and with the same
+        ``epochs`` too when the schedule depends on the total length; ConfigError otherwise.
+    max_steps : int, optional
+        Stop after this many optimizer steps in all (counted across resumes).
     callbacks : iterable
         Objects with ``on_epoch_end(epoch, record)``; returning True stops training.
     """
-    if not isinstance(epochs, int) or epochs < 1:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     if len(x) != len(y) or len(y) == 0:
         raise ConfigError(f"need as many labels as examples (got {len(x)} and {len(y)}), and some")
+    if max_steps is not None and (
+        not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1
+    ):
+        raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
     if early_stopping is not None and validation_data is None:
         raise ConfigError("early stopping needs validation data (a holdout or the book protocol)")
     ramp = batch_size if isinstance(batch_size, BatchSizeRamp) else fixed_batch_size(batch_size)
     schedule = schedule or Constant(optimizer.learning_rate)
     regularization = regularization or Regularization()
     x = x if x.dtype == network.dtype else x.astype(network.dtype)
-    params, grads = network.params, network.grads
-    history, best_value, best_arrays, wait = History(), None, None, 0
-    start_epoch, step = 0, 0
+    settings = training_settings(
+        optimizer=optimizer,
+        schedule=schedule,
+        batch_size_ramp=ramp,
+        regularization=regularization,
+        early_stopping=early_stopping,
+        order_seed=order_seed,
+        dtype=network.dtype,
+        n_examples=len(y),
+        n_validation=None if validation_data is None else len(validation_data[1]),
+    )
+    training = _Training(
+        network,
+        loss,
+        x,
+        y,
+        optimizer,
+        epochs,
+        ramp,
+        schedule,
+        validation_data,
+        regularization,
+        early_stopping,
+        order_seed,
+        None if checkpoint_path is None else Path(checkpoint_path),
+        settings,
+        max_steps,
+        progress,
+        tuple(callbacks),
+        _train_measure_subset(x, y, order_seed),
+    )
+    state = TrainingState()
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = _load_checkpoint(checkpoint_path, network, optimizer)
-        history = History.from_dict(state["history"])
-        start_epoch, step = state["epoch"], state["step"]
-        best_value, wait = state["best_value"], state["wait"]
-        best_arrays = state["best_arrays"]
-        steps_done = max_steps is not None and step >= max_steps
-        if history.stopped_early or start_epoch >= epochs or steps_done:
-            return _finish(network, history, best_arrays)
+        meta, best_arrays = read_checkpoint(checkpoint_path, network, optimizer, settings, epochs)
+        state = TrainingState.from_metadata(meta, best_arrays)
 
     # Overflow on the way to a NaN is reported once, by the divergence guard, not as warnings.
     with thread_limit(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        stop = False
-        for epoch in range(start_epoch, epochs):
-            started = time.perf_counter()
-            size = ramp.batch_size(epoch)
-            order = np.random.default_rng([seed, epoch]).permutation(len(y))
-            n_steps = steps_per_epoch(len(y), size)
-            loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(
-                total=len(y),
-                desc=f"epoch {epoch + 1}/{epochs}",
-                unit="ex",
-                unit_scale=True,
-                leave=True,
-                disable=not progress,
-                dynamic_ncols=True,
-            )
-            for batch_index in range(n_steps):
-                learning_rate = schedule(epoch + batch_index / n_steps)
-                optimizer.learning_rate = learning_rate
-                indices = order[batch_index * size : (batch_index + 1) * size]
-                xb, yb = x[indices], y[indices]
-                logits = network.forward(xb, training=True)
-                correct += int((logits.argmax(axis=1) == yb).sum())
-                batch_loss = loss.forward(logits, yb)
-                if not math.isfinite(batch_loss):
-                    bar.close()
-                    _diverged(
-                        epoch,
-                        batch_index,
-                        f"the loss became {batch_loss}",
-                        learning_rate,
-                        checkpoint_path,
-                    )
-                network.backward(loss.backward())
-                regularization.add_penalty_gradients(params, grads)
-                regularization.clip_gradients(grads)
-                optimizer.update(params, grads)
-                regularization.apply_max_norm(params)
-                loss_sum += batch_loss * len(yb)
-                seen += len(yb)
-                step += 1
-                bar.update(len(yb))
-                if batch_index % 20 == 0 or batch_index == n_steps - 1:
-                    bar.set_postfix(
-                        loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False
-                    )
-                if max_steps is not None and step >= max_steps:
-                    stop = True
-                    break
-            if not all(np.isfinite(p).all() for p in params.values()):
-                bar.close()
-                _diverged(
-                    epoch, n_steps - 1, "a weight became NaN or Inf", learning_rate, checkpoint_path
-                )
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "learning_rate": learning_rate,
-                "batch_size": size,
-            }
-            if validation_data is not None:
-                record["val_loss"], record["val_accuracy"] = evaluate_loss(
-                    network, loss, *validation_data
-                )
-                if not math.isfinite(record["val_loss"]):
-                    bar.close()
-                    _diverged(
-                        epoch,
-                        n_steps - 1,
-                        f"the validation loss became {record['val_loss']}",
-                        learning_rate,
-                        checkpoint_path,
-                    )
-                bar.set_postfix(
-                    loss=f"{record['train_loss']:.4f}",
-                    acc=f"{record['train_accuracy']:.4f}",
-                    val_loss=f"{record['val_loss']:.4f}",
-                    val_acc=f"{record['val_accuracy']:.4f}",
-                )
-            bar.close()
-            record["seconds"] = time.perf_counter() - started
-            history.append(**record)
-            if early_stopping is not None:
-                value = record[early_stopping.monitor]
-                if early_stopping.improved(value, best_value):
-                    best_value, wait, best_arrays = value, 0, _snapshot(network)
-                    history.best_epoch = epoch + 1
-                else:
-                    wait += 1
-                    if wait >= early_stopping.patience:
-                        history.stopped_early = stop = True
-            for callback in callbacks:
-                stop = bool(callback.on_epoch_end(epoch + 1, record)) or stop
-            if checkpoint_path is not None:  # the last weights, so that more epochs can follow
-                _save_checkpoint(
-                    checkpoint_path,
-                    network,
-                    optimizer,
-                    history,
-                    epoch + 1,
-                    step,
-                    best_value,
-                    wait,
-                    best_arrays,
-                    stop or epoch + 1 == epochs,
-                )
-            if stop:
+        while not _done(training, state):
+            if not _run_epoch(training, state):
+                _stop_inside_epoch(training, state)
                 break
-    return _finish(network, history, best_arrays)
+            if _end_of_epoch(training, state):
+                break
+    return _finish(network, state.history, state.best_arrays)
+
+
+def _done(training: _Training, state: TrainingState) -> bool:
+    steps_done = training.max_steps is not None and state.step >= training.max_steps
+    return state.history.stopped_early or state.epoch >= training.epochs or steps_done
+
+
+def _train_measure_subset(x, y, order_seed) -> tuple[np.ndarray, np.ndarray]:
+    """The training examples ``train_loss`` is measured on: all, or a fixed sorted sample."""
+    if len(y) <= TRAIN_MEASURE_EXAMPLES:
+        return x, y
+    # A three-number seed: a stream of its own, apart from the epochs' [order_seed, epoch].
+    rng = np.random.default_rng([order_seed, 0, 1])
+    chosen = np.sort(rng.choice(len(y), TRAIN_MEASURE_EXAMPLES, replace=False))
+    return x[chosen], y[chosen]
+
+
+def _run_epoch(training: _Training, state: TrainingState) -> bool:
+    """Train the rest of ``state.epoch``; False when ``max_steps`` stopped it before its end."""
+    started = time.perf_counter()
+    n = len(training.y)
+    size = training.ramp.batch_size(state.epoch)
+    n_steps = steps_per_epoch(n, size)
+    order = np.random.default_rng([training.order_seed, state.epoch]).permutation(n)
+    bar = tqdm(
+        total=n,
+        initial=state.seen,
+        desc=f"epoch {state.epoch + 1}/{training.epochs}",
+        unit="ex",
+        unit_scale=True,
+        leave=True,
+        disable=not training.progress,
+        dynamic_ncols=True,
+    )
+    try:
+        while state.batch_index < n_steps:
+            if training.max_steps is not None and state.step >= training.max_steps:
+                return False
+            progress = state.epoch + state.batch_index / n_steps
+            learning_rate = training.schedule(progress)
+            if not (math.isfinite(learning_rate) and learning_rate >= 0):
+                raise ConfigError(
+                    f"the learning-rate schedule gave {learning_rate!r} at epoch {progress:.4g}; "
+                    "a schedule must give finite, non-negative rates"
+                )
+            start, stop = batch_bounds(state.batch_index, n, size)
+            indices = order[start:stop]
+            batch_loss, correct = _train_step(
+                training, training.x[indices], training.y[indices], learning_rate, state
+            )
+            state.loss_sum += batch_loss * len(indices)
+            state.correct += correct
+            state.seen += len(indices)
+            state.step += 1
+            state.batch_index += 1
+            bar.update(len(indices))
+            if state.batch_index % 20 == 1 or state.batch_index == n_steps:
+                running = state.loss_sum / state.seen, state.correct / state.seen
+                bar.set_postfix(loss=f"{running[0]:.4f}", acc=f"{running[1]:.4f}", refresh=False)
+        return True
+    finally:
+        bar.close()
+        state.seconds += time.perf_counter() - started
+
+
+def _train_step(training: _Training, xb, yb, learning_rate, state) -> tuple[float, int]:
+    """One optimizer step on a batch; returns the batch's mean loss and correct count."""
+    network, optimizer, regularization = (
+        training.network,
+        training.optimizer,
+        training.regularization,
+    )
+    params, grads = network.params, network.grads
+    optimizer.learning_rate = learning_rate
+    logits = network.forward(xb, training=True)
+    correct = int((logits.argmax(axis=1) == yb).sum())
+    batch_loss = training.loss.forward(logits, yb)
+    if not math.isfinite(batch_loss):
+        _diverged(training, state, f"the loss became {batch_loss}", learning_rate)
+    network.backward(training.loss.backward())
+    regularization.add_penalty_gradients(params, grads)
+    regularization.clip_gradients(grads)
+    optimizer.update(params, grads)
+    regularization.apply_max_norm(params)
+    return batch_loss, correct
+
+
+def _epoch_record(training: _Training, state: TrainingState) -> dict:
+    """Measure the weights as they are now and describe the epoch so far."""
+    network, loss = training.network, training.loss
+    learning_rate = training.optimizer.learning_rate
+    if not all(np.isfinite(p).all() for p in network.params.values()):
+        _diverged(training, state, "a weight became NaN or Inf", learning_rate, state.batch_index)
+    record = {
+        "epoch": state.epoch + 1,
+        "learning_rate": learning_rate,
+        "batch_size": training.ramp.batch_size(state.epoch),
+        "steps": state.batch_index,
+        "train_loss_running": state.loss_sum / state.seen,
+        "train_accuracy_running": state.correct / state.seen,
+    }
+    record["train_loss"], record["train_accuracy"] = evaluate_loss(
+        network, loss, *training.train_measure
+    )
+    if training.validation_data is not None:
+        record["val_loss"], record["val_accuracy"] = evaluate_loss(
+            network, loss, *training.validation_data
+        )
+        if not math.isfinite(record["val_loss"]):
+            what = f"the validation loss became {record['val_loss']}"
+            _diverged(training, state, what, learning_rate, state.batch_index)
+    return record
+
+
+def _end_of_epoch(training: _Training, state: TrainingState) -> bool:
+    """Record the finished epoch, apply early stopping and callbacks, checkpoint; True to stop."""
+    started = time.perf_counter()
+    record = _epoch_record(training, state)
+    record["seconds"] = state.seconds + time.perf_counter() - started
+    history = state.history
+    history.append(**record)
+    stop = training.max_steps is not None and state.step >= training.max_steps
+    stopping = training.early_stopping
+    if stopping is not None:
+        value = record[stopping.monitor]
+        if stopping.improved(value, state.best_value):
+            state.best_value, state.wait = value, 0
+            state.best_arrays = {k: a.copy() for k, a in network_arrays(training.network).items()}
+            history.best_epoch = state.epoch + 1
+        else:
+            state.wait += 1
+            if state.wait >= stopping.patience:
+                history.stopped_early = stop = True
+    for callback in training.callbacks:
+        stop = bool(callback.on_epoch_end(state.epoch + 1, record)) or stop
+    finished = stop or state.epoch + 1 == training.epochs
+    state.start_epoch()
+    _checkpoint(training, state, finished)  # the last weights, so that more epochs can follow
+    return stop
+
+
+def _stop_inside_epoch(training: _Training, state: TrainingState) -> None:
+    """``max_steps`` stopped the epoch: checkpoint it as it stands, then report it as partial."""
+    _checkpoint(training, state, finished=False)
+    started = time.perf_counter()
+    record = _epoch_record(training, state)
+    record["seconds"] = state.seconds + time.perf_counter() - started
+    state.history.append(**record)  # after the checkpoint, which keeps complete epochs only
+
+
+def _checkpoint(training: _Training, state: TrainingState, finished: bool) -> None:
+    if training.checkpoint_path is None:
+        return
+    metadata = {
+        "state": state.to_metadata(),
+        "settings": training.settings,
+        "epochs": training.epochs,
+        "finished": finished,  # for people reading the file; resuming decides from the rest
+    }
+    write_checkpoint(
+        training.checkpoint_path, training.network, training.optimizer, metadata, state.best_arrays
+    )
 
 
 def _finish(network, history, best_arrays) -> History:
     """End with the best weights when early stopping kept some (always: Keras forgets to)."""
     if best_arrays is not None:
-        _restore(network, best_arrays)
+        for name, target in network_arrays(network).items():
+            target[...] = best_arrays[name]
     if history.best_epoch is None:
-        history.best_epoch = len(history)
+        history.best_epoch = len(history) or None
     return history
 
 
-def _diverged(epoch, batch_index, what, learning_rate, checkpoint_path):
+def _diverged(training: _Training, state: TrainingState, what: str, learning_rate, step=None):
+    """Raise DivergenceError naming the epoch, the step (default: the one in progress), the rate."""
+    step = state.batch_index + 1 if step is None else step
+    path = training.checkpoint_path
     kept = (
-        f"the last good checkpoint is kept at {checkpoint_path}"
-        if checkpoint_path is not None and Path(checkpoint_path).exists()
+        f"the last good checkpoint is kept at {path}"
+        if path is not None and path.exists()
         else "no checkpoint was written before this"
     )
     raise DivergenceError(
-        f"training diverged at epoch {epoch + 1}, step {batch_index + 1}: {what}. Likely causes: "
-        f"a learning rate too high (it was {learning_rate:g}; try 10x lower), or an unstable loss "
-        f"or activation; {kept}"
+        f"training diverged at epoch {state.epoch + 1}, step {step}: {what}. "
+        f"Likely causes: a learning rate too high (it was {learning_rate:g}; try 10x lower), or "
+        f"an unstable loss or activation; {kept}"
     )
-
-
-# ------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(
-    path, network, optimizer, history, epoch, step, best_value, wait, best_arrays, finished
-):
-    arrays = network_arrays(network)
-    arrays.update({f"optimizer/{name}": a for name, a in optimizer.state.items()})
-    if best_arrays is not None:
-        arrays.update({f"best/{name}": a for name, a in best_arrays.items()})
-    metadata = {
-        "epoch": epoch,
-        "step": step,
-        "finished": finished,  # for people reading the file; resuming decides from the rest
-        "history": history.to_dict(),
-        "best_value": best_value,
-        "wait": wait,
-        "rng_states": network.rng_states(),
-        "optimizer": {"name": optimizer.name, **optimizer.config()},
-        "dtype": network.dtype.name,
-    }
-    write_archive(path, arrays, CHECKPOINT_FORMAT, metadata, network.architecture())
-
-
-def _load_checkpoint(path, network, optimizer) -> dict:
-    archive = read_archive(path, CHECKPOINT_FORMAT)
-    if archive.architecture != network.architecture():
-        raise ConfigError(
-            f"{path}: this checkpoint belongs to a different architecture; start "
-            "a new run folder or drop --resume"
-        )
-    if archive.metadata["optimizer"]["name"] != optimizer.name:
-        raise ConfigError(
-            f"{path}: this checkpoint was trained with "
-            f"{archive.metadata['optimizer']['name']}, not {optimizer.name}"
-        )
-    _restore(network, {name: archive.arrays[name] for name in network_arrays(network)})
-    optimizer.state = {name: array.copy() for name, array in archive.group("optimizer").items()}
-    network.set_rng_states(archive.metadata["rng_states"])
-    best = archive.group("best")
-    meta = archive.metadata
-    return {
-        "epoch": meta["epoch"],
-        "step": meta["step"],
-        "history": meta["history"],
-        "best_value": meta["best_value"],
-        "wait": meta["wait"],
-        "best_arrays": best or None,
-    }

@@ -12,12 +12,22 @@ from that signature:
 
 Every schedule also supports ``schedule(epoch)`` as shorthand for ``schedule.lr_at(epoch)``.
 Use :func:`make_schedule` to build one from a name and options, as the CLI and config files do.
+
+Extending a finished run. Some schedules are planned for a length of training (``Cosine`` and
+``OneCycle`` anneal towards ``total_epochs``); the others (``Constant``, ``Step``, ``Warmup`` of
+either) give the same rate at epoch ``e`` whatever the length. :attr:`Schedule.depends_on_total`
+says which. A checkpoint records :meth:`Schedule.settings`, so the trainer can continue a run
+with more epochs exactly as a longer run would have gone when the schedule does not depend on the
+total, and refuses, saying why, when it does: a 20-epoch cosine has decayed to about zero, while
+a 30-epoch cosine differs from its first step.
+
+Every rate a schedule is built with must be finite and positive (``ConfigError`` otherwise).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
 from mlplab.errors import ConfigError
@@ -29,8 +39,10 @@ def _check(name: str, value, low: float = 0.0, high: float = math.inf, *, strict
     With ``strict``, ``value`` must be greater than ``low``.
     """
     is_number = isinstance(value, Real) and not isinstance(value, bool)
-    # Written as `not (...)` so that NaN, which fails every comparison, is rejected too.
-    if not is_number or not ((value > low if strict else value >= low) and value <= high):
+    # Written as `not (...)` so that NaN, which fails every comparison, is rejected too; an
+    # infinite value is rejected even where ``high`` is infinite.
+    in_range = is_number and (value > low if strict else value >= low) and value <= high
+    if not in_range or not math.isfinite(value):
         bound = "greater than" if strict else "at least"
         limit = "" if high == math.inf else f" and at most {high:g}"
         raise ConfigError(
@@ -39,13 +51,27 @@ def _check(name: str, value, low: float = 0.0, high: float = math.inf, *, strict
 
 
 class Schedule:
-    """Base class: subclasses define ``lr_at(epoch)``; calling the schedule is the same thing."""
+    """Base class: subclasses define ``lr_at(epoch)``; calling the schedule is the same thing.
+
+    Subclasses are frozen dataclasses whose fields are the schedule's options; ``depends_on_total``
+    says whether the rate at a given epoch depends on the planned length of training.
+    """
+
+    depends_on_total: bool = False
 
     def lr_at(self, epoch: float) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __call__(self, epoch: float) -> float:
         return self.lr_at(epoch)
+
+    def settings(self) -> dict:
+        """The schedule's class and options as plain JSON values, as a checkpoint records them."""
+        options = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            options[item.name] = value.settings() if isinstance(value, Schedule) else value
+        return {"type": type(self).__name__, **options}
 
 
 @dataclass(frozen=True)
@@ -81,13 +107,20 @@ class Step(Schedule):
     def lr_at(self, epoch: float) -> float:
         # The tiny allowance makes epoch = 3 * (1/3) count as a completed epoch despite rounding.
         drops = math.floor(epoch / self.every_epochs + 1e-9)
-        return float(self.learning_rate * self.gamma ** max(drops, 0))
+        try:
+            return float(self.learning_rate * self.gamma ** max(drops, 0))
+        except OverflowError:  # gamma > 1 for long enough; the trainer refuses the rate
+            return math.inf
 
 
 @dataclass(frozen=True)
 class Cosine(Schedule):
-    """Half a cosine wave from ``learning_rate`` at epoch 0 to ``min_learning_rate`` at the end."""
+    """Half a cosine wave from ``learning_rate`` at epoch 0 to ``min_learning_rate`` at the end.
 
+    After ``total_epochs`` the rate stays at ``min_learning_rate``.
+    """
+
+    depends_on_total = True
     learning_rate: float
     total_epochs: float
     min_learning_rate: float = 0.0
@@ -109,13 +142,21 @@ def _cosine_between(start: float, end: float, progress: float) -> float:
 
 @dataclass(frozen=True)
 class OneCycle(Schedule):
-    """Leslie Smith's one-cycle policy, as PyTorch's ``OneCycleLR`` with cosine annealing.
+    """Leslie Smith's one-cycle policy, as a function of progress through training.
 
     The rate rises from ``max_learning_rate / div_factor`` to ``max_learning_rate`` over the first
     ``pct_start`` of training, then falls to ``max_learning_rate / (div_factor * final_div_factor)``
     at the end. Both phases follow half a cosine wave (``anneal="cos"``) or a line
     (``anneal="linear"``).
+
+    It has the shape and the three rates of PyTorch's ``OneCycleLR`` (two phases) but is not that
+    schedule step for step: ours is a continuous function of ``epoch / total_epochs``, sampled at
+    the start of each step, so over ``T`` steps the peak falls at step ``pct_start * T`` (PyTorch:
+    one step earlier) and the last step uses the rate a step short of the end, slightly above
+    the final rate (PyTorch stretches its phases so that its last step uses the final rate).
     """
+
+    depends_on_total = True
 
     max_learning_rate: float
     total_epochs: float
@@ -161,6 +202,10 @@ class Warmup(Schedule):
     schedule: Schedule
     warmup_epochs: float
     start_factor: float = 0.1
+
+    @property
+    def depends_on_total(self) -> bool:  # type: ignore[override]
+        return self.schedule.depends_on_total
 
     def __post_init__(self) -> None:
         _check("warmup_epochs", self.warmup_epochs)
@@ -299,9 +344,29 @@ def fixed_batch_size(size: int) -> BatchSizeRamp:
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    """Number of batches in an epoch; the last, partial batch is kept, so this rounds up."""
+    """Number of batches in an epoch.
+
+    The last, partial batch is kept, except that a remainder of a single example joins the batch
+    before it (which then has ``batch_size + 1`` examples): a batch of one has no batch statistics
+    for batch normalization, and 55,000 images at batch size 27, 63, 81 or 189 would end every
+    epoch with one. See :func:`batch_bounds`.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} is invalid; use a positive whole number")
     if n_examples < 0:
         raise ValueError(f"n_examples must be non-negative, got {n_examples}")
-    return -(-n_examples // batch_size)
+    full, remainder = divmod(n_examples, batch_size)
+    if remainder == 1 and full > 0:
+        return full
+    return full + (remainder > 0)
+
+
+def batch_bounds(batch_index: int, n_examples: int, batch_size: int) -> tuple[int, int]:
+    """``(start, stop)`` of batch ``batch_index`` within an epoch's order of ``n_examples``.
+
+    Every batch has ``batch_size`` examples except the last, which runs to the end of the epoch:
+    a partial batch, or ``batch_size + 1`` examples when one example would be left over.
+    """
+    start = batch_index * batch_size
+    last = batch_index == steps_per_epoch(n_examples, batch_size) - 1
+    return start, n_examples if last else start + batch_size
