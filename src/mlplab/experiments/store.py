@@ -10,6 +10,8 @@ trial of a sweep (``sweep = ""`` for single ``mlplab train --store`` runs)::
 
 ``config`` ... ``versions`` are JSON text; ``predictions`` is a BLOB of one byte (``uint8``) per
 test image; nothing is pickled, so a store can be read without mlplab (``sqlite3 results.db``).
+The test labels the predictions refer to are kept once per test set, in
+``test_sets(labels_sha256 PRIMARY KEY, labels BLOB)``, so McNemar's test needs no dataset.
 A table ``mlplab_schema`` says which layout the file has, so a later mlplab can read old files.
 
 Why SQLite, and why it is safe to kill a sweep at any moment:
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS trials (
     PRIMARY KEY (sweep, trial_key)
 );
 CREATE INDEX IF NOT EXISTS trials_by_config ON trials (config_hash);
+CREATE TABLE IF NOT EXISTS test_sets (labels_sha256 TEXT PRIMARY KEY, labels BLOB NOT NULL);
 """
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -220,10 +223,21 @@ class Store:
         Adding a trial that is already done changes nothing; a done trial replaces a failed
         attempt at the same ``(sweep, trial_key)``, and a failed one never replaces a done one.
         """
-        row = _row(record)
+        labels, digest = None, record.labels_sha256
+        if record.labels is not None:
+            labels = np.asarray(record.labels)
+            digest = labels_sha256(labels)
+            if record.labels_sha256 and record.labels_sha256 != digest:
+                raise ValueError(f"trial {record.trial_key}: labels do not match its labels_sha256")
+        row = _row(record, digest)
         placeholders = ", ".join("?" for _ in COLUMNS)
         updates = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[2:])
         with self._transaction() as connection:
+            if labels is not None:
+                connection.execute(
+                    "INSERT OR IGNORE INTO test_sets VALUES (?, ?)",
+                    (digest, labels.astype(np.uint8).tobytes()),
+                )
             connection.execute(
                 f"INSERT INTO trials ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
                 f"ON CONFLICT (sweep, trial_key) DO UPDATE SET {updates} "
@@ -286,10 +300,23 @@ class Store:
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         rows = self._connection.execute(query + " ORDER BY rowid", parameters).fetchall()
-        records = [_record(row) for row in rows]
+        test_sets = self._test_sets()
+        records = [_record(row, test_sets) for row in rows]
         for key, value in (where or {}).items():
             records = [record for record in records if _matches(record, key, value)]
         return records
+
+    def test_labels(self, digest: str) -> np.ndarray | None:
+        """The stored test labels with this ``labels_sha256``, or None if none were stored."""
+        return self._test_sets().get(digest)
+
+    def _test_sets(self) -> dict[str, np.ndarray]:
+        test_sets = {}
+        for digest, blob in self._connection.execute("SELECT * FROM test_sets"):
+            labels = np.frombuffer(blob, dtype=np.uint8).copy()
+            labels.flags.writeable = False  # shared by every record of that test set
+            test_sets[digest] = labels
+        return test_sets
 
     def configurations(self, sweep: str | None = None, where: dict | None = None):
         """The finished trials grouped by ``config_hash``, in order of each one's first trial.
@@ -392,7 +419,7 @@ def _finite(value):
     return value
 
 
-def _row(record: TrialRecord) -> tuple:
+def _row(record: TrialRecord, digest: str) -> tuple:
     if record.status not in ("done", "failed"):
         raise ValueError(f"trial status must be 'done' or 'failed', not {record.status!r}")
     predictions = None
@@ -412,13 +439,13 @@ def _row(record: TrialRecord) -> tuple:
         "error": record.error,
         **{name: _json(_finite(getattr(record, name)), name, record) for name in JSON_FIELDS},
         "predictions": predictions,
-        "labels_sha256": record.labels_sha256,
+        "labels_sha256": digest,
         "created": time.time(),
     }
     return tuple(values[name] for name in COLUMNS)
 
 
-def _record(row) -> TrialRecord:
+def _record(row, test_sets: dict[str, np.ndarray]) -> TrialRecord:
     values = dict(zip(COLUMNS, row))
     blob = values["predictions"]
     return TrialRecord(
@@ -431,12 +458,13 @@ def _record(row) -> TrialRecord:
         # frombuffer is read-only and tied to the bytes object; copy to an ordinary array.
         predictions=None if blob is None else np.frombuffer(blob, dtype=np.uint8).copy(),
         labels_sha256=values["labels_sha256"],
+        labels=test_sets.get(values["labels_sha256"]),
     )
 
 
 def lookup(record: TrialRecord, key: str):
     """The value a ``where`` key names in a trial (see :meth:`Store.trials`)."""
-    if key in ("label", "sweep", "status", "config_hash", "trial_key", "labels_sha256"):
+    if key in ("label", "sweep", "status", "error", "config_hash", "trial_key", "labels_sha256"):
         return getattr(record, key)
     if key == "seed":
         return seed_of(record)
