@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlplab.engine import optimizers
-from mlplab.engine.optimizers import PARALLEL_MIN_SIZE, make_optimizer, set_threads
+from mlplab.engine.optimizers import PARALLEL_MIN_SIZE, make_optimizer, update_threads
 from mlplab.errors import ConfigError
 
 STEPS = 6
@@ -21,10 +21,20 @@ SHAPES = {"big.weight": (300, 300), "big.bias": (300,), "small.weight": (4, 7), 
 
 @pytest.fixture
 def threads():
-    """Set the update threads inside a test; always restores the original count."""
-    original = optimizers._n_threads
-    yield set_threads
-    set_threads(original)
+    """``threads(n)`` runs the rest of the test's updates on ``n`` threads; the workers stop at
+    the end of the test."""
+    blocks = []
+
+    def use(n):
+        if blocks:
+            blocks.pop().__exit__(None, None, None)
+        block = update_threads(n)
+        block.__enter__()
+        blocks.append(block)
+
+    yield use
+    while blocks:
+        blocks.pop().__exit__(None, None, None)
 
 
 def problem(seed=0):
@@ -179,7 +189,7 @@ def test_one_and_two_threads_give_bit_identical_updates(case, threads):
     one, _ = run_engine(case, np.float32)
     threads(2)
     two, optimizer = run_engine(case, np.float32)
-    assert optimizers._pool is not None  # the chunked path really ran on the pool
+    assert optimizers.current_workers() is not None  # the chunked path really ran on workers
     for name in SHAPES:
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
     threads(3)  # an uneven split of the big tensor
@@ -284,6 +294,10 @@ def test_make_optimizer_nesterov_shorthand_and_config():
         (lambda: make_optimizer("sgd", -0.1), "learning_rate must be positive"),
         (lambda: make_optimizer("sgd", 0.0), "learning_rate must be positive"),
         (lambda: make_optimizer("sgd", float("nan")), "learning_rate must be positive"),
+        (lambda: make_optimizer("adam", float("inf")), "learning_rate must be positive and finite"),
+        (lambda: make_optimizer("rmsprop", 0.1, eps=float("inf")), "eps must be positive"),
+        (lambda: setattr(make_optimizer("sgd", 0.1), "learning_rate", float("inf")), "finite"),
+        (lambda: setattr(make_optimizer("adam", 0.1), "learning_rate", float("nan")), "finite"),
         (lambda: make_optimizer("adam", 0.1, beta1=1.0), "beta1 must be in"),
         (lambda: make_optimizer("momentum", 0.1, momentum=-0.5), "momentum must be in"),
         (lambda: make_optimizer("momentum", 0.1, nesterov=True, dampened=True), "not both"),
@@ -292,7 +306,7 @@ def test_make_optimizer_nesterov_shorthand_and_config():
             "weight_decay must not be negative",
         ),
         (lambda: make_optimizer("sgd", 0.1, momentum=0.9), "bad options .* for optimizer 'sgd'"),
-        (lambda: set_threads(0), "at least 1"),
+        (lambda: update_threads(0).__enter__(), ">= 1"),
     ],
 )
 def test_bad_optimizer_settings_are_config_errors(call, message):

@@ -7,10 +7,17 @@ continues bit-identically. The learning rate is an attribute the training loop s
 step from the schedule.
 
 Ordered by increasing complexity: SGD, Momentum (classic, dampened, Nesterov), RMSprop, Adam,
-AdamW. Each defines ``_update(name, param, grad)`` for one tensor; the base class loops over the
-tensors and splits large ones into chunks that run on a thread pool, because NumPy's
-element-wise operations use one core and, on a 784-1000-10 net, the Adam update would otherwise
-cost half as much as all the matrix products.
+AdamW. Each defines ``_update(param, grad, *slots, scratch)`` for one tensor; the base class loops
+over the tensors. Inside :func:`update_threads` (which :func:`mlplab.training.threads.thread_limit`
+opens for every training) it splits large tensors into chunks that run on that context's worker
+threads, because NumPy's element-wise operations use one core and, on a 784-1000-10 net, the Adam
+update would otherwise cost half as much as all the matrix products. Element-wise arithmetic does
+not depend on how it is split, so the result is bit-identical for any number of threads.
+
+The workers belong to the ``with update_threads(n)`` block that made them, are found through a
+context variable (so two trainings in two threads each see their own), and stop at its end:
+importing this module starts no thread, and a process forked after (or during) a training never
+sees its parent's workers, which do not exist in the child.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -25,77 +34,113 @@ from mlplab.errors import ConfigError
 
 # Tensors smaller than this are updated in one piece: a thread hand-off costs more than it saves.
 PARALLEL_MIN_SIZE = 1 << 16
-_pool: ThreadPoolExecutor | None = None
-_n_threads = min(os.cpu_count() or 1, 8)
 
 
-def set_threads(n: int) -> None:
-    """Number of threads for element-wise updates (the BLAS threads are set in mlplab.threads)."""
-    global _pool, _n_threads
-    if n < 1:
-        raise ConfigError(f"the number of threads must be at least 1, got {n}")
-    if n == _n_threads:
-        return
-    _n_threads = n
-    if _pool is not None:
-        _pool.shutdown()
-        _pool = None
+class UpdateWorkers:
+    """``threads - 1`` worker threads plus the calling thread, for one ``update_threads`` block."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.pid = os.getpid()  # a forked child must not use them: its copy has no threads
+        self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="mlplab-update")
+
+    def run(self, function, arrays: tuple[np.ndarray, ...]) -> None:
+        """``function(*chunk)`` for matching flat chunks of the same-shaped ``arrays``."""
+        flat = [a.reshape(-1) for a in arrays]
+        size, n = flat[0].size, self.threads
+        bounds = [size * i // n for i in range(n + 1)]
+        first, *rest = [tuple(f[lo:hi] for f in flat) for lo, hi in zip(bounds, bounds[1:])]
+        # NumPy's floating-point error state is per thread: the workers take the caller's.
+        errors = np.geterr()
+        jobs = [self._executor.submit(_with_errstate, errors, function, c) for c in rest]
+        function(*first)  # this thread takes a share instead of waiting idle
+        for job in jobs:
+            job.result()
+
+    def close(self) -> None:
+        self._executor.shutdown()
 
 
-def get_threads() -> int:
-    return _n_threads
+def _with_errstate(errors: dict, function, arrays) -> None:
+    with np.errstate(**errors):
+        function(*arrays)
 
 
-def _chunks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]]:
-    """Split same-shaped contiguous arrays into matching flat views, one group per thread."""
-    flat = [a.reshape(-1) for a in arrays]
-    size = flat[0].size
-    bounds = [size * i // _n_threads for i in range(_n_threads + 1)]
-    return [tuple(f[lo:hi] for f in flat) for lo, hi in zip(bounds[:-1], bounds[1:])]
+_workers: ContextVar[UpdateWorkers | None] = ContextVar("mlplab_update_workers", default=None)
+
+
+@contextmanager
+def update_threads(threads: int):
+    """Run the optimizer updates of this block (this thread and its context) on ``threads``
+    threads; the workers are started here and stopped at the end of the block."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"the number of threads must be a whole number >= 1, got {threads!r}")
+    workers = UpdateWorkers(threads) if threads > 1 else None
+    token = _workers.set(workers)
+    try:
+        yield
+    finally:
+        _workers.reset(token)
+        if workers is not None:
+            workers.close()
+
+
+def current_workers() -> UpdateWorkers | None:
+    """The workers of the innermost ``update_threads`` block around this call, if any."""
+    workers = _workers.get()
+    return workers if workers is not None and workers.pid == os.getpid() else None
 
 
 class Optimizer:
-    """Base class: ``update(params, grads)`` runs one step over every named tensor."""
+    """Base class: ``update(params, grads)`` runs one step over every named tensor.
+
+    ``learning_rate`` must stay positive and finite: setting it (the training loop does, from the
+    schedule, before every step) checks it, so an infinite or NaN rate is a ConfigError rather
+    than weights that silently become NaN.
+    """
 
     name = ""
     state_names: tuple[str, ...] = ()  # per-tensor state arrays, e.g. ("velocity",)
 
     def __init__(self, learning_rate: float):
-        self.learning_rate = _positive("learning_rate", learning_rate)
+        self.learning_rate = learning_rate
         self.state: dict[str, np.ndarray] = {"step": np.zeros((), dtype=np.int64)}
+        # A work array per tensor, kept between steps (allocating it anew costs page faults)
+        # and not part of the saved state.
+        self._scratch: dict[str, np.ndarray] = {}
+
+    @property
+    def learning_rate(self) -> float:
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._learning_rate = _positive("learning_rate", value)
 
     def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         self.state["step"] += 1
         self._begin_step()
+        workers = current_workers()
         for name, param in params.items():
-            grad = grads[name]
-            slots = [self._slot(kind, name, param) for kind in self.state_names]
-            slots.append(self._scratch(name, param))
-            if param.size < PARALLEL_MIN_SIZE or _n_threads == 1:
-                self._update(param, grad, *slots)
-                continue
-            global _pool
-            if _pool is None:
-                _pool = ThreadPoolExecutor(_n_threads - 1, thread_name_prefix="mlplab-update")
-            first, *rest = _chunks(param, grad, *slots)
-            jobs = [_pool.submit(self._update, *views) for views in rest]
-            self._update(*first)  # this thread takes a share instead of waiting idle
-            for job in jobs:
-                job.result()
+            arrays = (param, grads[name], *self._slots(name, param))
+            if workers is None or param.size < PARALLEL_MIN_SIZE:
+                self._update(*arrays)
+            else:
+                workers.run(self._update, arrays)
 
-    def _slot(self, kind: str, name: str, like: np.ndarray) -> np.ndarray:
-        key = f"{kind}/{name}"
-        if key not in self.state:
-            self.state[key] = np.zeros_like(like)
-        return self.state[key]
-
-    def _scratch(self, name: str, like: np.ndarray) -> np.ndarray:
-        """A work array per tensor, kept between steps (allocating it anew costs page faults)
-        and not part of the saved state."""
-        scratch = self.__dict__.setdefault("_scratch_arrays", {})
-        if name not in scratch or scratch[name].shape != like.shape:
-            scratch[name] = np.empty_like(like)
-        return scratch[name]
+    def _slots(self, name: str, like: np.ndarray) -> list[np.ndarray]:
+        """The tensor's state arrays (zeros before its first step), then its work array."""
+        slots = []
+        for kind in self.state_names:
+            key = f"{kind}/{name}"
+            if key not in self.state:
+                self.state[key] = np.zeros_like(like)
+            slots.append(self.state[key])
+        scratch = self._scratch.get(name)
+        if scratch is None or scratch.shape != like.shape or scratch.dtype != like.dtype:
+            scratch = self._scratch[name] = np.empty_like(like)
+        slots.append(scratch)
+        return slots
 
     def _begin_step(self) -> None:
         """Compute per-step scalars (bias corrections) once, outside the per-tensor loop."""
@@ -293,8 +338,8 @@ def make_optimizer(name: str, learning_rate: float, **options) -> Optimizer:
 
 
 def _positive(name, value):
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be positive and finite, got {value!r}")
     return float(value)
 
 

@@ -1,24 +1,127 @@
-"""Thread settings of one training: BLAS threads and the optimizer's update threads."""
+"""Thread settings of one training: BLAS threads and the optimizer's update threads.
+
+Nothing here outlives a training. :func:`thread_limit` starts the optimizer's update workers
+(:func:`mlplab.engine.optimizers.update_threads`) for its block and stops them at its end, and
+sets the BLAS thread count through threadpoolctl for the block, then restores it.
+
+The BLAS thread count is one setting for the whole process, and OpenBLAS's float32 products come
+out slightly different (last bits) with 1, 2, 3 or 4 threads, even for the 128-row products of a
+training step (measured with OpenBLAS 0.3.31; ``tests/test_threads.py`` checks what follows). So
+that a run's weights depend only on its own seed and thread count, trainings that run at the
+same time in one process share the BLAS setting: those asking for the same count run together,
+and one asking for another count waits until they have finished. A process forked during or after
+a training starts with no training running (its parent's worker threads do not exist in it).
+"""
 
 from __future__ import annotations
 
+import os
+import threading
 from contextlib import contextmanager
+from contextvars import ContextVar
 
-from mlplab.engine import optimizers
+from mlplab.engine.optimizers import update_threads
+from mlplab.errors import ConfigError
+
+
+def available_cores() -> int:
+    """The number of cores this process may run on (its CPU affinity), else the CPU count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 @contextmanager
-def thread_limit(threads: int | None):
-    """Use ``threads`` BLAS and element-wise threads for the duration of training."""
+def thread_limit(threads: int | None = None):
+    """Use ``threads`` BLAS and update threads for the block; default: :func:`available_cores`.
+
+    Both settings are restored at the end of the block. The same count gives bit-identical
+    reruns; another count gives slightly different last bits (BLAS sums in another order).
+    """
     if threads is None:
+        threads = available_cores()
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"the number of threads must be a whole number >= 1, got {threads!r}")
+    with _blas_threads(threads), update_threads(threads):
         yield
-        return
+
+
+class _BlasSetting:
+    """The process's BLAS thread count while trainings run: who uses it, and how to undo it."""
+
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.threads: int | None = None  # the count the running trainings use
+        self.users = 0
+        self.limiter = None  # threadpoolctl's record of the counts before the first user
+
+
+_blas = _BlasSetting()
+# The count this thread's (context's) own training holds, so that a training nested in another
+# one (say, from a callback) joins it instead of waiting for itself; with the pid, because a
+# forked child inherits the context but not the training.
+_held: ContextVar[tuple[int, int] | None] = ContextVar("mlplab_blas_held", default=None)
+
+
+def _forget_trainings_of_the_parent() -> None:
+    global _blas
+    _blas = _BlasSetting()  # also a fresh lock: another parent thread may have held the old one
+
+
+os.register_at_fork(after_in_child=_forget_trainings_of_the_parent)
+
+
+@contextmanager
+def _blas_threads(threads: int):
+    setting = _blas
+    held = _held.get()
+    if held is not None and held[0] == os.getpid() and held[1] != threads:
+        raise ConfigError(
+            f"a training started inside another one must use the same number of threads "
+            f"({held[1]}, not {threads}): BLAS threads are one setting for the whole process"
+        )
+    with setting.changed:
+        while setting.users and setting.threads != threads:
+            setting.changed.wait()
+        if setting.users == 0:
+            setting.limiter = _as_any_thread(_set_blas_threads, threads)
+            setting.threads = threads
+        setting.users += 1
+    token = _held.set((os.getpid(), threads))
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        with setting.changed:
+            setting.users -= 1
+            if setting.users == 0:  # the last training out restores, from whichever thread
+                _as_any_thread(setting.limiter.restore_original_limits)
+                setting.limiter, setting.threads = None, None
+                setting.changed.notify_all()
+
+
+def _set_blas_threads(threads: int):
     from threadpoolctl import threadpool_limits
 
-    before = optimizers.get_threads()
-    optimizers.set_threads(threads)
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def _as_any_thread(function, *args):
+    """Run a threadpoolctl call that must take effect whichever thread makes it.
+
+    threadpoolctl (3.6 and later) lets only one "controlling" thread change OpenBLAS's
+    process-wide thread count and silently ignores the others; our setting is process-wide on
+    purpose (see above), changed under our lock, so we take control for the call and give it up.
+    """
+    import threadpoolctl
+
+    openblas = getattr(threadpoolctl, "OpenBLASController", None)
+    clear = getattr(openblas, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
     try:
-        with threadpool_limits(limits=threads):
-            yield
+        return function(*args)
     finally:
-        optimizers.set_threads(before)
+        if clear is not None:
+            clear()
