@@ -132,7 +132,7 @@ def run_sweep(
         store.add(record)  # one transaction: this trial is safe from here on
         outcome.records.append(record)
         if record.status != "done":
-            bar.write(f"failed: {trial.label} (seed {trial.seed}): {record.error}")
+            bar.write(f"failed: {trial.label} (seed {trial.seed}): {record.error}", sys.stderr)
         bar.update(1)
         left = len(pending) - len(outcome.records) - running
         bar.set_postfix_str(

@@ -1,0 +1,204 @@
+"""The local sweep runner: worker processes, the store written as trials finish, re-runs that
+skip finished trials, kills that lose only running trials, and results independent of workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlplab.errors import ConfigError
+from mlplab.experiments.runner import plan_threads, run_sweep
+from mlplab.experiments.store import Store
+from mlplab.experiments.sweep import load_sweep
+
+MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
+
+# 2 architectures x 2 learning rates x 2 seeds = 8 tiny trials on the 2,000-image fixture; the
+# learning rate of 1e30 diverges, so half the trials fail, as a sweep's trials sometimes do.
+TINY = f"""
+    name = "tiny"
+    seeds = 2
+    [base]
+    data = {{ dataset = "{MNIST_SMALL}", validation = 200 }}
+    optimizer = {{ name = "sgd" }}
+    schedule = {{ name = "constant" }}
+    training = {{ epochs = 1, batch_size = 32 }}
+    [parameters."model.architecture"]
+    values = ["16:relu", "8:relu,8:relu"]
+    [parameters."optimizer.learning_rate"]
+    values = [0.1, 1e30]
+"""
+
+
+def write_sweep(folder: Path, text: str = TINY, name: str = "tiny.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def by_key(records) -> dict:
+    return {record.trial_key: record for record in records}
+
+
+def assert_same_results(a, b) -> None:
+    """Two runs of the same trials computed the same thing (timings and machine aside)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].status == b[key].status, a[key].label
+        assert a[key].error == b[key].error
+        assert a[key].metrics == b[key].metrics, a[key].label
+        # Every history column but the wall-clock seconds of each epoch.
+        assert a[key].history.keys() == b[key].history.keys()
+        for column in a[key].history.keys() - {"seconds"}:
+            assert a[key].history[column] == b[key].history[column], column
+        assert a[key].seeds == b[key].seeds
+        if a[key].status == "done":
+            np.testing.assert_array_equal(a[key].predictions, b[key].predictions)
+
+
+@pytest.fixture(autouse=True)
+def no_data_env(monkeypatch):
+    monkeypatch.delenv("MLPLAB_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory):
+    """The tiny sweep run once with 2 worker processes: (trials, store path, outcome)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    trials = load_sweep(write_sweep(folder)).trials()
+    with Store(folder / "tiny.db") as store:
+        outcome = run_sweep(trials, store, workers=2, threads_per_worker=1, progress=False)
+    return trials, folder / "tiny.db", outcome
+
+
+def test_two_workers_store_one_row_per_trial_and_failed_trials_with_their_error(two_worker_run):
+    trials, path, outcome = two_worker_run
+    assert len(trials) == 8 and len(outcome.records) == 8 and outcome.skipped == 0
+    assert (outcome.workers, outcome.threads_per_worker) == (2, 1)
+    with Store(path, create=False) as store:
+        done = store.trials("tiny")
+        failed = store.trials("tiny", status="failed")
+    assert len(done) == 4 and len(failed) == 4
+    assert {r.trial_key for r in done + failed} == {t.trial_key for t in trials}
+    for record in failed:  # lr = 1e30 diverges; the sweep went on
+        assert record.config["optimizer"]["learning_rate"] == 1e30
+        assert record.error.startswith("training diverged") and "\n" not in record.error
+    for record in done:
+        assert record.metrics["test_accuracy"] > 0.3
+        assert {"val_accuracy", "test_first_half", "test_last_half", "test_loss"} <= set(
+            record.metrics
+        )
+        assert record.predictions.dtype == np.uint8 and len(record.predictions) == 500
+        assert record.labels_sha256 and record.history["epoch"] == [1]
+        assert record.config["training"]["threads"] == 1
+
+
+def test_workers_are_reused_across_trials(two_worker_run):
+    # Each worker keeps its data cache for its lifetime: 8 trials ran in at most 2 processes.
+    _, _, outcome = two_worker_run
+    pids = {record.timings["pid"] for record in outcome.records}
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+
+
+def test_rerun_skips_every_finished_trial_and_retries_failed_ones(two_worker_run):
+    trials, path, _ = two_worker_run
+    done_trials = [t for t in trials if t.config["optimizer"]["learning_rate"] == 0.1]
+    with Store(path) as store:
+        again = run_sweep(done_trials, store, workers=2, progress=False)
+        assert again.records == [] and again.skipped == 4
+        retried = run_sweep(trials, store, workers=2, progress=False)
+    assert retried.skipped == 4 and len(retried.records) == 4
+    assert all(record.status == "failed" for record in retried.records)
+
+
+def test_one_worker_and_two_workers_compute_identical_results(two_worker_run, tmp_path):
+    trials, _, outcome = two_worker_run
+    with Store(tmp_path / "one.db") as store:
+        serial = run_sweep(trials, store, workers=1, threads_per_worker=1, progress=False)
+    assert_same_results(by_key(serial.records), by_key(outcome.records))
+
+
+def test_plan_threads_never_oversubscribes_the_cores():
+    assert plan_threads(None, None, cores=8) == (8, 1)
+    assert plan_threads(2, None, cores=8) == (2, 4)
+    assert plan_threads(None, 2, cores=8) == (4, 2)
+    assert plan_threads(3, None, cores=2) == (3, 1)
+    assert plan_threads(None, 4, cores=2) == (1, 4)
+    assert plan_threads(2, 3, cores=2) == (2, 3)  # both given: as asked
+    with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        plan_threads(0, None)
+
+
+def test_cli_sweep_writes_the_default_store_beside_the_sweep_file(tmp_path):
+    path = write_sweep(
+        tmp_path,
+        TINY.replace("values = [0.1, 1e30]", "values = [0.1]").replace("seeds = 2", "seeds = 1"),
+    )
+    command = [sys.executable, "-m", "mlplab", "sweep", str(path), "--workers", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "tiny: 2 trials, 0 already done, 2 run now (2 worker(s) x 1 thread(s))" in result.stdout
+    assert "running" in result.stderr and "left" in result.stderr  # the progress bar
+    with Store(tmp_path / "tiny.db", create=False) as store:
+        assert len(store.trials("tiny")) == 2
+    again = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stderr == ""
+    assert "tiny: 2 trials, 2 already done, 0 run now" in again.stdout
+
+
+def test_a_killed_sweep_loses_only_running_trials_and_a_rerun_completes_it(tmp_path):
+    # 6 trials of a few epochs, one worker, so they finish one after another.
+    text = (
+        TINY.replace("values = [0.1, 1e30]", "values = [0.1]")
+        .replace("seeds = 2", "seeds = 3")
+        .replace("epochs = 1", "epochs = 3")
+    )
+    path = write_sweep(tmp_path, text)
+    store_path = tmp_path / "tiny.db"
+    trials = load_sweep(path).trials()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlplab", "sweep", str(path), "--workers", "1", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the kill takes its worker too
+    )
+    try:
+        deadline = time.monotonic() + 240
+        before: dict = {}
+        while time.monotonic() < deadline and process.poll() is None:
+            if store_path.exists():
+                with Store(store_path, create=False) as store:
+                    before = by_key(store.trials("tiny"))
+                if before:
+                    break
+            time.sleep(0.05)
+        assert before, f"no trial was stored: {process.stderr.read() if process.poll() else ''}"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    with Store(store_path, create=False) as store:
+        killed = by_key(store.trials("tiny"))
+    assert 1 <= len(killed) < len(trials), "the kill came after the sweep finished"
+    with Store(store_path) as store:
+        rerun = run_sweep(trials, store, workers=1, progress=False)
+        final = by_key(store.trials("tiny"))
+    # No finished trial was trained again: the re-run ran exactly the others...
+    assert rerun.skipped == len(killed)
+    assert set(by_key(rerun.records)).isdisjoint(killed)
+    assert len(rerun.records) == len(trials) - len(killed)
+    # ...the rows written before the kill are untouched, and the store is complete.
+    assert set(final) == {t.trial_key for t in trials}
+    for key, record in killed.items():
+        assert final[key].timings == record.timings
+    assert all(record.status == "done" for record in final.values())
