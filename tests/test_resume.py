@@ -15,11 +15,13 @@ import pytest
 
 from mlplab.data import load_dataset
 from mlplab.engine.optimizers import make_optimizer
+from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError
-from mlplab.saving import read_archive
+from mlplab.saving import read_archive, write_archive
 from mlplab.training.checkpoints import CHECKPOINT_FORMAT
-from mlplab.training.loop import EarlyStopping, read_history_csv
+from mlplab.training.loop import HISTORY_COLUMNS, EarlyStopping, read_history_csv
 from mlplab.training.model import Model
+from mlplab.training.schedules import BatchSizeRamp, make_schedule
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 CLASSES = [str(i) for i in range(10)]
@@ -58,25 +60,33 @@ def run(
     patience=5,
     architecture=ARCHITECTURE,
     optimizer="adam",
+    **options,
 ):
-    """Build a fresh model (as a new process would) and train it; returns (model, history)."""
+    """Build a fresh model (as a new process would) and train it; returns (model, history).
+
+    ``options`` go to ``fit`` as they are, except ``schedule``: a ``(name, options)`` pair built
+    with ``make_schedule`` for this call's ``epochs``, as the CLI does.
+    """
     x, y, x_val, y_val = data
+    if "schedule" in options:
+        name, schedule_options = options["schedule"]
+        options["schedule"] = make_schedule(name, 2e-3, epochs, **schedule_options)
     model = Model.build(architecture, 784, CLASSES, seed=3)
-    history = model.fit(
-        x,
-        y,
-        optimizer=make_optimizer(optimizer, 2e-3),
-        epochs=epochs,
-        batch_size=40,
-        validation_data=validation or (x_val, y_val),
-        early_stopping=EarlyStopping(patience=patience),
-        order_seed=11,
-        threads=1,
-        checkpoint_path=checkpoint,
-        resume=resume,
-        progress=False,
-        callbacks=callbacks,
-    )
+    options = {
+        "optimizer": make_optimizer(optimizer, 2e-3) if isinstance(optimizer, str) else optimizer,
+        "epochs": epochs,
+        "batch_size": 40,
+        "validation_data": validation or (x_val, y_val),
+        "early_stopping": EarlyStopping(patience=patience),
+        "order_seed": 11,
+        "threads": 1,
+        "checkpoint_path": checkpoint,
+        "resume": resume,
+        "progress": False,
+        "callbacks": callbacks,
+        **options,
+    }
+    history = model.fit(x, y, **options)
     return model, history
 
 
@@ -88,16 +98,9 @@ def assert_same_weights(a, b):
 
 
 def assert_same_history(a, b):
-    for column in (
-        "epoch",
-        "train_loss",
-        "train_accuracy",
-        "val_loss",
-        "val_accuracy",
-        "learning_rate",
-        "batch_size",
-    ):
-        assert a[column] == b[column], column
+    for column in HISTORY_COLUMNS:
+        if column != "seconds":
+            assert a[column] == b[column], column
     assert (a.best_epoch, a.stopped_early) == (b.best_epoch, b.stopped_early)
 
 
@@ -169,6 +172,134 @@ def test_resume_refuses_a_checkpoint_of_another_optimizer(data, tmp_path):
     run(data, 1, checkpoint, architecture="16:relu", optimizer="adam")
     with pytest.raises(ConfigError, match="adam"):
         run(data, 2, checkpoint, resume=True, architecture="16:relu", optimizer="rmsprop")
+
+
+def test_resume_after_a_crash_with_a_cosine_schedule_is_bit_identical(data, tmp_path):
+    cosine = ("cosine", {"warmup_epochs": 1})
+    reference, reference_history = run(data, 3, schedule=cosine)
+    checkpoint = tmp_path / "interrupted.npz"
+    with pytest.raises(Crash):
+        run(data, 3, checkpoint, callbacks=[CrashAt(2)], schedule=cosine)
+    resumed, resumed_history = run(data, 3, checkpoint, resume=True, schedule=cosine)
+    assert_same_weights(resumed, reference)
+    assert_same_history(resumed_history, reference_history)
+
+
+# ------------------------------------------------------------------ max_steps
+@pytest.mark.parametrize("max_steps", [7, 20, 15])
+def test_max_steps_then_resume_is_bit_identical_to_an_uninterrupted_run(data, tmp_path, max_steps):
+    # Batch sizes 40, 80, 160: 15, 8 and 4 steps. Step 7 and 20 stop inside epochs 1 and 2,
+    # step 15 at the end of epoch 1. Dropout: the generators' states must carry over too.
+    options = {"batch_size": BatchSizeRamp(start=40, growth=2, final=160)}
+    options["schedule"] = ("step", {"every_epochs": 1, "gamma": 0.5})
+    reference, reference_history = run(data, 3, **options)
+    checkpoint = tmp_path / "checkpoint.npz"
+    stopped, stopped_history = run(data, 3, checkpoint, max_steps=max_steps, **options)
+    assert sum(stopped_history["steps"]) == max_steps
+    assert stopped_history["epoch"][-1] == 1 + (max_steps > 15)
+    state = read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["state"]
+    assert state["step"] == max_steps
+    # Resuming with the same max_steps has nothing left to do; without it, the run goes on.
+    again, _ = run(data, 3, checkpoint, resume=True, max_steps=max_steps, **options)
+    assert_same_weights(again, stopped)
+    resumed, resumed_history = run(data, 3, checkpoint, resume=True, **options)
+    assert resumed_history["steps"] == [15, 8, 4]
+    assert_same_weights(resumed, reference)
+    assert_same_history(resumed_history, reference_history)
+
+
+def test_max_steps_can_stop_a_resumed_run_again_inside_the_next_epoch(data, tmp_path):
+    reference, reference_history = run(data, 2)
+    checkpoint = tmp_path / "checkpoint.npz"
+    for max_steps in (4, 11, 19, 26):  # batch size 40: 15 steps an epoch
+        _, history = run(data, 2, checkpoint, resume=True, max_steps=max_steps)
+        assert sum(history["steps"]) == max_steps
+    resumed, resumed_history = run(data, 2, checkpoint, resume=True)
+    assert_same_weights(resumed, reference)
+    assert_same_history(resumed_history, reference_history)
+
+
+# ------------------------------------------------------------------ extending a finished run
+def test_extending_a_finished_run_with_a_step_schedule_equals_the_longer_run(data, tmp_path):
+    step = ("step", {"every_epochs": 1, "gamma": 0.5})
+    reference, reference_history = run(data, 5, schedule=step)
+    checkpoint = tmp_path / "checkpoint.npz"
+    _, short_history = run(data, 3, checkpoint, schedule=step)
+    assert read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["finished"] is True
+    extended, extended_history = run(data, 5, checkpoint, resume=True, schedule=step)
+    assert len(extended_history) == 5
+    assert extended_history["learning_rate"][:3] == short_history["learning_rate"]
+    assert_same_weights(extended, reference)
+    assert_same_history(extended_history, reference_history)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [("cosine", {}), ("one-cycle", {}), ("cosine", {"warmup_epochs": 1})],
+)
+def test_extending_a_run_whose_schedule_depends_on_its_length_is_refused_saying_why(
+    data, tmp_path, schedule
+):
+    checkpoint = tmp_path / "checkpoint.npz"
+    short, _ = run(data, 2, checkpoint, schedule=schedule)
+    with pytest.raises(ConfigError) as caught:
+        run(data, 3, checkpoint, resume=True, schedule=schedule)
+    message = str(caught.value)
+    assert f"{schedule[0]} schedule was planned for 2 epochs" in message
+    assert "its rate is down to" in message
+    assert "differs from its first step" in message
+    assert "new run with 3 epochs" in message and "\n" not in message
+    # Refused before anything was restored: resuming with the planned length still works.
+    again, again_history = run(data, 2, checkpoint, resume=True, schedule=schedule)
+    assert len(again_history) == 2
+    assert_same_weights(again, short)
+
+
+# ------------------------------------------------------------------ changed settings
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        ({"order_seed": 12}, "order_seed"),
+        ({"batch_size": 50}, "batch_size"),
+        ({"batch_size": BatchSizeRamp(start=40, growth=2)}, "batch_size"),
+        ({"schedule": ("step", {"gamma": 0.1})}, "schedule"),
+        ({"regularization": Regularization(l2=1e-4)}, "regularization"),
+        ({"early_stopping": EarlyStopping(patience=2)}, "early_stopping"),
+        ({"early_stopping": None}, "early_stopping"),
+        ({"optimizer": make_optimizer("adam", 2e-3, beta1=0.8)}, "optimizer"),
+        ({"validation": "training set"}, "validation_examples"),
+        ({"examples": 500}, "examples"),
+    ],
+)
+def test_resume_refuses_changed_settings_naming_them_in_one_line(data, tmp_path, changed, named):
+    checkpoint = tmp_path / "checkpoint.npz"
+    run(data, 1, checkpoint)
+    x, y, x_val, y_val = data
+    if "validation" in changed:
+        changed = {"validation": (x, y)}
+    if "examples" in changed:
+        data = (x[: changed.pop("examples")], y[:500], x_val, y_val)
+    with pytest.raises(ConfigError) as caught:
+        run(data, 2, checkpoint, resume=True, **changed)
+    message = str(caught.value)
+    assert f"{named} was" in message and "\n" not in message
+    others = {"order_seed", "batch_size", "schedule", "regularization", "early_stopping"} - {named}
+    assert not any(f"{other} was" in message for other in others)
+
+
+def test_resume_accepts_other_threads_and_max_steps(data, tmp_path):
+    checkpoint = tmp_path / "checkpoint.npz"
+    run(data, 1, checkpoint)
+    _, history = run(data, 2, checkpoint, resume=True, threads=2, max_steps=20)
+    assert sum(history["steps"]) == 20
+
+
+def test_resume_refuses_a_checkpoint_of_the_first_format_with_a_message(data, tmp_path):
+    checkpoint = tmp_path / "checkpoint.npz"
+    model = Model.build(ARCHITECTURE, 784, CLASSES, seed=3)
+    write_archive(checkpoint, {}, "mlplab-checkpoint/1", {"epoch": 1}, model.network.architecture())
+    with pytest.raises(ConfigError, match="older mlplab"):
+        run(data, 2, checkpoint, resume=True)
 
 
 # ------------------------------------------------------------------ SIGKILL

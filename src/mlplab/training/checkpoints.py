@@ -24,6 +24,7 @@ epochs, ``max_steps`` and the thread count may change; a schedule planned for a 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -169,6 +170,8 @@ def _total(settings: dict) -> float:
 
 
 def _name(settings: dict) -> str:
-    """The planned schedule's class, looking through a warm-up."""
+    """The planned schedule's name as make_schedule spells it, looking through a warm-up."""
     inner = settings.get("schedule")
-    return _name(inner) if isinstance(inner, dict) else settings["type"].lower()
+    if isinstance(inner, dict):
+        return _name(inner)
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", settings["type"]).lower()  # OneCycle: one-cycle
