@@ -1,0 +1,676 @@
+"""``mlplab runs`` (the trials of a results store) and ``mlplab compare`` (is B better than A?).
+
+``compare`` takes two or more operands, each either
+
+- a run folder of ``mlplab train`` (its ``predictions.npz`` holds ``predicted`` and ``labels``), or
+- ``STORE:NAME``: a configuration of a results store, named by its label, a prefix of its
+  config hash, or a prefix of one trial's key (that trial alone), with all its seeds pooled.
+
+Which test decides (differences are always B minus A, in accuracy points):
+
+- both sides have at least two matching seeds: the paired t-test over seeds (seed *i* of A and B
+  share the split and data order), with the t interval of the mean difference;
+- otherwise: McNemar's exact test on the two runs' test predictions (the same seed on both
+  sides when they share one: ``--seed``, else the smallest), with Newcombe's paired interval.
+
+When both can be computed both are shown, and the sentence says which one it used. With more
+than two operands each is compared with the first, and the deciding p-values are adjusted for
+the number of comparisons with Holm's method.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.errors import ConfigError, DataError, MlplabError
+
+ALPHA = 0.05
+PREDICTIONS_FILE, EVALUATION_FILE, CONFIG_FILE = "predictions.npz", "evaluation.json", "config.toml"
+
+
+def register(subparsers) -> None:
+    runs = subparsers.add_parser(
+        "runs",
+        help="list the trials of a results store",
+        description="List the trials of a results store (a path or sqlite:///path.db): label, "
+        "seed, config hash, test accuracy and its halves, validation accuracy, epochs, seconds.",
+    )
+    runs.add_argument("store", help="results store: results.db or sqlite:///results.db")
+    runs.add_argument("--sweep", help="only this sweep's trials ('' for single runs)")
+    runs.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep trials whose KEY equals VALUE, e.g. optimizer.learning_rate=0.001, "
+        "label=..., seed=0, metrics.epochs_run=15 (repeat to combine)",
+    )
+    runs.add_argument(
+        "--sort",
+        metavar="KEY",
+        help="sort by a metric (test_accuracy, val_accuracy, test_loss, ...), seed, label, "
+        "epochs or seconds; accuracies best first, everything else smallest first",
+    )
+    runs.add_argument("--limit", type=int, metavar="N", help="show the first N trials only")
+    runs.add_argument("--csv", action="store_true", help="print CSV (full precision)")
+    runs.add_argument(
+        "--status",
+        choices=("done", "failed", "all"),
+        default="done",
+        help="finished trials (default), failed ones with their error, or all",
+    )
+    runs.set_defaults(func=run_runs)
+
+    compare = subparsers.add_parser(
+        "compare",
+        help="is B more accurate than A, or is the difference noise?",
+        description="Compare run folders or configurations of a results store (STORE:LABEL, "
+        "STORE:CONFIG_HASH or STORE:TRIAL_KEY): accuracies with 95%% intervals, the "
+        "difference B - A with its interval, the p-value and one plain sentence. With seeds on "
+        "both sides, the paired t-test over seeds decides; otherwise McNemar's exact test on "
+        "the test predictions. More than two: each against the first, Holm-adjusted.",
+    )
+    compare.add_argument(
+        "operands", nargs="+", metavar="RUN", help="run folder, or STORE:NAME (two or more)"
+    )
+    compare.add_argument(
+        "--seed",
+        help="the seed whose predictions McNemar's test uses (default: the smallest shared)",
+    )
+    compare.add_argument("--sweep", help="look configurations up in this sweep only")
+    compare.add_argument("--json", action="store_true", help="print the result as JSON")
+    compare.set_defaults(func=run_compare)
+
+
+# ------------------------------------------------------------------------------- mlplab runs
+
+RUN_COLUMNS = [
+    ("label", "label"),
+    ("seed", "seed"),
+    ("config", "config"),
+    ("test %", "test_accuracy"),
+    ("1st half %", "test_first_half"),
+    ("2nd half %", "test_last_half"),
+    ("val %", "val_accuracy"),
+    ("epochs", "epochs"),
+    ("seconds", "seconds"),
+]
+
+
+def _where(pairs: list[str]) -> dict:
+    where = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--where {pair!r}: write KEY=VALUE, e.g. optimizer.name=adam")
+        where[key.strip()] = value.strip()
+    return where
+
+
+def trial_row(record) -> dict:
+    """The values ``mlplab runs`` shows of one trial (fractions, not percentages)."""
+    from mlplab.experiments.store import seed_of
+
+    history = record.history.get("columns", record.history)
+    epochs = record.metrics.get("epochs_run")
+    if epochs is None and history.get("epoch") is not None:
+        epochs = len(history["epoch"])
+    seconds = record.timings.get("train_seconds", record.timings.get("total_seconds"))
+    row = {
+        "sweep": record.sweep,
+        "label": record.label,
+        "seed": seed_of(record),
+        "config": record.config_hash[:8],
+        "trial_key": record.trial_key,
+        "status": record.status,
+        "epochs": epochs,
+        "seconds": seconds,
+    }
+    for _, key in RUN_COLUMNS[3:7]:
+        row[key] = record.metrics.get(key)
+    if record.status == "failed":
+        row["error"] = record.error
+    return row
+
+
+def _sort_key(records, key: str):
+    from mlplab.experiments.store import lookup
+
+    def value(record):
+        row = trial_row(record)
+        if key in row:
+            return row[key]
+        if key in record.metrics:
+            return record.metrics[key]
+        return lookup(record, key)  # a config key; raises for unknown keys
+
+    known = [value(record) for record in records]
+    descending = "accuracy" in key or key in ("test_first_half", "test_last_half")
+    present = [(v, r) for v, r in zip(known, records) if v is not None]
+    missing = [r for v, r in zip(known, records) if v is None]
+    try:
+        present.sort(key=lambda pair: pair[0], reverse=descending)
+    except TypeError:  # mixed types (numbers and text): sort by the written form
+        present.sort(key=lambda pair: str(pair[0]), reverse=descending)
+    return [r for _, r in present] + missing  # trials without the value go last
+
+
+def _cell(value, key: str) -> str:
+    if value is None:
+        return "-"
+    if key in ("test_accuracy", "test_first_half", "test_last_half", "val_accuracy"):
+        return f"{100 * value:.2f}"
+    if key == "seconds":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def run_runs(args) -> int:
+    from mlplab.experiments.store import Store
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: give a positive number of trials")
+    status = None if args.status == "all" else args.status
+    with Store(args.store, create=False) as store:
+        records = store.trials(args.sweep, _where(args.where), status=status)
+        several_sweeps = args.sweep is None and len(store.sweeps()) > 1
+    if args.sort:
+        records = _sort_key(records, args.sort)
+    if args.limit is not None:
+        records = records[: args.limit]
+    columns = list(RUN_COLUMNS)
+    if several_sweeps:
+        columns.insert(0, ("sweep", "sweep"))
+    if args.status != "done":
+        columns += [("status", "status"), ("error", "error")]
+    rows = [trial_row(record) for record in records]
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        keys = ["sweep", "label", "seed", "config_hash", "trial_key", *(k for _, k in columns[3:])]
+        keys = list(dict.fromkeys(key for key in keys if key != "config"))
+        writer.writerow(keys)
+        for record, row in zip(records, rows):
+            row = {**row, "config_hash": record.config_hash}
+            writer.writerow(["" if row.get(key) is None else row.get(key) for key in keys])
+        return 0
+    if not rows:
+        print(
+            f"no {'' if status is None else status + ' '}trials in {args.store} match", flush=True
+        )
+        return 0
+    table = [[title for title, _ in columns]]
+    table += [[_cell(row.get(key), key) for _, key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        cells = [
+            text.ljust(width) if key in ("label", "sweep", "error", "status") else text.rjust(width)
+            for text, width, (_, key) in zip(line, widths, columns)
+        ]
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+# ---------------------------------------------------------------------------- mlplab compare
+
+
+@dataclass
+class Run:
+    """One trained network's test-set results: what a comparison needs of it."""
+
+    seed: object
+    accuracy: float
+    predictions: np.ndarray | None
+    labels: np.ndarray | None
+    labels_sha256: str
+
+
+@dataclass
+class Side:
+    """One operand of ``compare``: a run folder, or a store configuration with its seeds."""
+
+    operand: str
+    name: str
+    runs: list[Run] = field(default_factory=list)
+    config: dict | None = None
+
+    def accuracies(self) -> dict:
+        return {run.seed: run.accuracy for run in self.runs}
+
+
+def _read_run_folder(folder: Path, operand: str) -> Side:
+    from mlplab.experiments.store import labels_sha256
+
+    path = folder / PREDICTIONS_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{folder}: has no {PREDICTIONS_FILE}; compare needs the test predictions of a run "
+            "(runs trained with this mlplab write them)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            predicted, labels = archive["predicted"], archive["labels"]
+    except KeyError as error:
+        raise DataError(f"{path}: has no {error} array; it was not written by mlplab") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz archive ({error})") from None
+    if predicted.shape != labels.shape or predicted.ndim != 1 or labels.size == 0:
+        raise DataError(
+            f"{path}: predicted {predicted.shape} and labels {labels.shape} must be equal 1-D"
+        )
+    seed, config = None, None
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            config = tomllib.loads((folder / CONFIG_FILE).read_text())
+            seed = config.get("training", {}).get("seed")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            config = None  # the seed is only shown; the predictions are what is compared
+    accuracy = float(np.mean(predicted == labels))
+    run = Run(seed, accuracy, predicted, labels, labels_sha256(labels))
+    return Side(operand, str(folder), [run], config)
+
+
+def _split_store_operand(text: str):
+    """``STORE:NAME`` -> (store, name), where STORE is the longest prefix that is a file.
+
+    Labels hold colons ("950:relu,50:sigmoid"), so the split is found by trying each colon.
+    """
+    from mlplab.experiments.store import store_path
+
+    start = len("sqlite:///") if text.startswith("sqlite:///") else 0
+    best = None
+    for index in range(start, len(text)):
+        if text[index] != ":":
+            continue
+        try:
+            candidate = store_path(text[:index])
+        except ConfigError:
+            continue
+        if candidate.is_file():
+            best = (text[:index], text[index + 1 :])
+    return best
+
+
+def _read_store_configuration(store_text: str, name: str, operand: str, sweep) -> Side:
+    from mlplab.experiments.store import Store, seed_of
+
+    with Store(store_text, create=False) as store:
+        configurations = store.configurations(sweep)
+        by_label = [c for c in configurations if c.label == name]
+        by_hash = [c for c in configurations if name and c.config_hash.startswith(name)]
+        trials = [r for c in configurations for r in c.records if name and r.trial_key == name]
+        if not trials and len(name) >= 4:
+            trials = [r for c in configurations for r in c.records if r.trial_key.startswith(name)]
+        matches = by_label or by_hash
+        if len(matches) > 1:
+            listed = ", ".join(f"{c.config_hash} ({c.label})" for c in matches[:5])
+            raise ConfigError(
+                f"{operand}: {len(matches)} configurations match; name one by its config "
+                f"hash: {listed}"
+            )
+        if matches:
+            (configuration,) = matches
+            records = configuration.records
+            label = f"{configuration.label or configuration.config_hash} [{store_text}]"
+        elif len(trials) == 1:
+            records = trials
+            label = f"{trials[0].label or trials[0].config_hash} seed {seed_of(trials[0])} "
+            label += f"[{store_text}]"
+        else:
+            known = ", ".join(repr(c.label or c.config_hash) for c in configurations[:6])
+            raise ConfigError(
+                f"{operand}: no configuration or trial named {name!r} in {store_text}; "
+                f"`mlplab runs {store_text}` lists them ({known or 'it holds none'})"
+            )
+    runs = []
+    for record in sorted(records, key=lambda r: str(seed_of(r))):
+        accuracy = record.metrics.get("test_accuracy")
+        if record.predictions is not None and record.labels is not None:
+            accuracy = float(np.mean(record.predictions == record.labels))
+        if accuracy is None:
+            raise DataError(f"{operand}: trial {record.trial_key} has no test_accuracy")
+        runs.append(
+            Run(
+                seed_of(record),
+                float(accuracy),
+                record.predictions,
+                record.labels,
+                record.labels_sha256,
+            )
+        )
+    return Side(operand, label, runs, records[0].config)
+
+
+def resolve_operand(text: str, sweep=None) -> Side:
+    """A run folder or ``STORE:NAME`` as a :class:`Side`; a one-line error otherwise."""
+    path = Path(text)
+    if path.is_dir():
+        return _read_run_folder(path, text)
+    split = _split_store_operand(text)
+    if split is not None:
+        return _read_store_configuration(*split, text, sweep)
+    if path.is_file():
+        raise ConfigError(
+            f"{text}: name a configuration of the store as {text}:LABEL or {text}:CONFIG_HASH "
+            f"(`mlplab runs {text}` lists them)"
+        )
+    raise DataError(f"{text}: neither a run folder nor STORE:NAME of an existing store")
+
+
+def _test_set(sides: list[Side]) -> tuple[str, np.ndarray | None]:
+    """The one test set all runs were scored on: its digest and, when known, its labels.
+
+    Predictions of different test sets cannot be paired, so a mismatch is refused.
+    """
+    from mlplab.experiments.store import labels_sha256
+
+    digests = {}
+    for side in sides:
+        for run in side.runs:
+            if run.labels_sha256:
+                digests.setdefault(run.labels_sha256, side.operand)
+    if len(digests) > 1:
+        (digest_a, side_a), (digest_b, side_b) = list(digests.items())[:2]
+        raise DataError(
+            f"{side_a} and {side_b} were scored on different test sets (test labels differ: "
+            f"sha256 {digest_a[:12]} vs {digest_b[:12]}); compare runs on the same dataset"
+        )
+    lengths = {
+        len(run.predictions) for side in sides for run in side.runs if run.predictions is not None
+    }
+    if len(lengths) > 1:
+        raise DataError(
+            f"{sides[0].operand} and {sides[1].operand} hold predictions of test sets of "
+            f"different sizes ({', '.join(map(str, sorted(lengths)))}); compare runs on the same "
+            "dataset"
+        )
+    digest = next(iter(digests), "")
+    labels = next(
+        (run.labels for side in sides for run in side.runs if run.labels is not None), None
+    )
+    if labels is None:
+        labels = _labels_from_dataset(sides, digest)
+    if labels is not None and digest and labels_sha256(labels) != digest:
+        raise DataError(f"{sides[0].operand}: stored test labels do not match their sha256")
+    return digest, labels
+
+
+def _labels_from_dataset(sides: list[Side], digest: str) -> np.ndarray | None:
+    """Test labels read from the dataset a stored trial names, if it is at hand and matches."""
+    from mlplab.data import load_dataset
+    from mlplab.experiments.store import labels_sha256
+
+    for side in sides:
+        data = (side.config or {}).get("data", {})
+        if not data.get("dataset") or not digest:
+            continue
+        try:
+            dataset = load_dataset(data["dataset"], data.get("data_dir") or None, progress=False)
+        except (MlplabError, TypeError):
+            continue
+        if labels_sha256(dataset.test_labels) == digest:
+            return np.asarray(dataset.test_labels)
+    return None
+
+
+def _pick_runs(a: Side, b: Side, seed) -> tuple[Run, Run] | None:
+    """The pair of runs McNemar's test compares: ``seed`` on both, else the smallest shared."""
+    usable_a = [run for run in a.runs if run.predictions is not None]
+    usable_b = [run for run in b.runs if run.predictions is not None]
+    if not usable_a or not usable_b:
+        return None
+    if seed is not None:
+        chosen = []
+        for side, usable in ((a, usable_a), (b, usable_b)):
+            found = [run for run in usable if str(run.seed) == str(seed)]
+            if not found:
+                if len(side.runs) == 1:  # a single run is compared whatever its seed
+                    found = usable
+                else:
+                    have = ", ".join(str(run.seed) for run in usable)
+                    raise ConfigError(f"--seed {seed}: {side.operand} has seeds {have}")
+            chosen.append(found[0])
+        return chosen[0], chosen[1]
+    seeds_b = {str(run.seed): run for run in usable_b}
+    for run in usable_a:  # sorted by seed
+        if str(run.seed) in seeds_b:
+            return run, seeds_b[str(run.seed)]
+    return usable_a[0], usable_b[0]
+
+
+def _accuracy_summary(side: Side) -> dict:
+    from mlplab.experiments.stats import seed_summary
+    from mlplab.training.metrics import wilson_interval
+
+    if len(side.runs) >= 2:
+        summary = seed_summary([run.accuracy for run in side.runs])
+        return {
+            "name": side.name,
+            "accuracy": summary.mean,
+            "low": summary.low,
+            "high": summary.high,
+            "std": summary.std,
+            "seeds": [run.seed for run in side.runs],
+            "interval": "t interval over seeds",
+        }
+    (run,) = side.runs
+    result = {"name": side.name, "accuracy": run.accuracy, "seeds": [run.seed]}
+    if run.predictions is not None:
+        n = len(run.predictions)
+        result["low"], result["high"] = wilson_interval(round(run.accuracy * n), n)
+        result["interval"] = "Wilson interval over test images"
+    else:
+        result.update(low=None, high=None, interval="none (no predictions stored)")
+    return result
+
+
+def compare_sides(a: Side, b: Side, seed=None) -> dict:
+    """Everything ``compare`` reports about B against A, as a JSON-ready dict."""
+    from mlplab.experiments.stats import (
+        mcnemar_exact,
+        newcombe_paired_interval,
+        paired_seed_test,
+    )
+
+    _, labels = _test_set([a, b])
+    result = {"a": _accuracy_summary(a), "b": _accuracy_summary(b)}
+    result["mcnemar"] = None
+    pair = _pick_runs(a, b, seed)
+    if pair is not None and labels is not None:
+        run_a, run_b = pair
+        test = mcnemar_exact(run_a.predictions, run_b.predictions, labels)
+        difference, low, high = newcombe_paired_interval(
+            test.both_right, test.a_only, test.b_only, test.both_wrong
+        )
+        result["mcnemar"] = {
+            **test.to_dict(),
+            "seed_a": run_a.seed,
+            "seed_b": run_b.seed,
+            "accuracy_a": test.accuracy_a,
+            "accuracy_b": test.accuracy_b,
+            "difference": difference,
+            "low": low,
+            "high": high,
+            "interval": "Newcombe paired (method 10)",
+        }
+    result["paired_seeds"] = None
+    shared = set(map(str, a.accuracies())) & set(map(str, b.accuracies()))
+    if len(shared) >= 2:
+        paired = paired_seed_test(
+            {str(k): v for k, v in a.accuracies().items()},
+            {str(k): v for k, v in b.accuracies().items()},
+        )
+        result["paired_seeds"] = {
+            **paired.to_dict(),
+            "difference": paired.mean_difference,
+            "interval": "t interval of the mean paired difference",
+        }
+    if result["paired_seeds"] is not None:
+        deciding = result["paired_seeds"]
+        deciding_name = f"paired t-test over {deciding['n']} seeds"
+    elif result["mcnemar"] is not None:
+        deciding = result["mcnemar"]
+        deciding_name = "McNemar's exact test" + _seed_note(a, b, deciding)
+    else:
+        raise DataError(
+            f"{a.operand} vs {b.operand}: no test is possible: McNemar's test needs the test "
+            "predictions and labels of both, the paired test at least 2 shared seeds"
+        )
+    result["decided_by"] = deciding_name
+    result["difference"] = deciding["difference"]
+    result["difference_low"] = deciding["low"]
+    result["difference_high"] = deciding["high"]
+    result["p_value"] = deciding["p_value"]
+    return result
+
+
+def _seed_note(a: Side, b: Side, mcnemar: dict) -> str:
+    if len(a.runs) == 1 and len(b.runs) == 1:
+        return ""
+    if mcnemar["seed_a"] == mcnemar["seed_b"]:
+        return f" on seed {mcnemar['seed_a']}"
+    return f" on seeds {mcnemar['seed_a']} (A) and {mcnemar['seed_b']} (B)"
+
+
+def format_p(p: float) -> str:
+    """A p-value as people write it: two significant digits, never a misleading 0.05."""
+    if p < 0.001:
+        return "< 0.001"
+    text = f"{p:.2f}" if p >= 0.1 else f"{p:.2g}"
+    if float(text) == ALPHA:  # 0.0496 and 0.0504 both print as 0.05 otherwise
+        text = f"{p:.3g}"
+    return f"= {text}"
+
+
+def sentence(result: dict, correction: str = "", letters=("A", "B")) -> str:
+    """The one plain sentence ``compare`` ends with.
+
+    Significant at 5% (p < 0.05): "B is better by 0.21 points, p = 0.03 (McNemar's exact test),
+    significant at 5%." Otherwise: "The difference is within noise: B - A = +0.05 points,
+    p = 0.41 (paired t-test over 5 seeds), not significant at 5%."
+    """
+    points = 100 * result["difference"]
+    p = result["p_value"]
+    test = result["decided_by"] + correction
+    first, second = letters
+    if p < ALPHA and points != 0:
+        better = second if points > 0 else first
+        return (
+            f"{better} is better by {abs(points):.2f} points, p {format_p(p)} ({test}), "
+            "significant at 5%."
+        )
+    return (
+        f"The difference is within noise: {second} - {first} = {points:+.2f} points, "
+        f"p {format_p(p)} ({test}), not significant at 5%."
+    )
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def format_comparison(result: dict, letters=("A", "B")) -> str:
+    """The readable report of one comparison (``result`` from :func:`compare_sides`)."""
+    first, second = letters
+    lines = []
+    for letter, key in zip(letters, ("a", "b")):
+        side = result[key]
+        seeds = side["seeds"]
+        if len(seeds) >= 2:
+            how = f"mean of {len(seeds)} seeds, sd {100 * side['std']:.2f} points"
+        else:
+            how = "1 run" + ("" if seeds[0] is None else f", seed {seeds[0]}")
+        interval = (
+            "no interval"
+            if side["low"] is None
+            else f"95% interval {_percent(side['low'])} to {_percent(side['high'])}"
+        )
+        lines.append(f"{letter}  {side['name']}")
+        lines.append(f"   accuracy {_percent(side['accuracy'])}  ({interval}; {how})")
+    mcnemar, paired = result["mcnemar"], result["paired_seeds"]
+    if mcnemar is not None:
+        lines.append(
+            f"McNemar's exact test{_seed_text(mcnemar)}: only {first} right on "
+            f"{mcnemar['a_only']}, only {second} right on {mcnemar['b_only']} of "
+            f"{mcnemar['n']} images; {second} - {first} = "
+            f"{100 * mcnemar['difference']:+.2f} points (95% interval "
+            f"{100 * mcnemar['low']:+.2f} to {100 * mcnemar['high']:+.2f}), "
+            f"p {format_p(mcnemar['p_value'])}"
+        )
+    if paired is not None:
+        lines.append(
+            f"paired t-test over {paired['n']} seeds: {second} - {first} = "
+            f"{100 * paired['difference']:+.2f} points (95% interval "
+            f"{100 * paired['low']:+.2f} to {100 * paired['high']:+.2f}), "
+            f"p {format_p(paired['p_value'])}"
+        )
+    lines.append(result["sentence"])
+    return "\n".join(lines)
+
+
+def _seed_text(mcnemar: dict) -> str:
+    if mcnemar["seed_a"] is None and mcnemar["seed_b"] is None:
+        return ""
+    if mcnemar["seed_a"] == mcnemar["seed_b"]:
+        return f" (seed {mcnemar['seed_a']})"
+    return f" (seeds {mcnemar['seed_a']} and {mcnemar['seed_b']})"
+
+
+def run_compare(args) -> int:
+    from mlplab.experiments.stats import holm
+
+    if len(args.operands) < 2:
+        raise ConfigError("compare needs at least two runs or configurations: A B [C ...]")
+    sides = [resolve_operand(text, args.sweep) for text in args.operands]
+    _test_set(sides)  # every operand on one test set, before anything is computed
+    baseline = sides[0]
+    results = [compare_sides(baseline, other, args.seed) for other in sides[1:]]
+    correction = ""
+    if len(results) > 1:
+        adjusted = holm([result["p_value"] for result in results])
+        correction = f", Holm-adjusted over {len(results)} comparisons"
+        for result, p in zip(results, adjusted):
+            result["p_value_unadjusted"] = result["p_value"]
+            result["p_value"] = p
+    letters = [chr(ord("A") + index) for index in range(len(sides))] if len(sides) <= 26 else None
+    for index, result in enumerate(results):
+        pair = ("A", "B") if letters is None else (letters[0], letters[index + 1])
+        result["significant"] = bool(result["p_value"] < ALPHA and result["difference"] != 0)
+        result["sentence"] = sentence(result, correction, pair)
+        result["letters"] = pair
+    if args.json:
+        if len(results) == 1:
+            print(json.dumps(_json_ready(results[0])))
+        else:
+            output = {"baseline": baseline.operand, "correction": "holm", "comparisons": results}
+            print(json.dumps(_json_ready(output)))
+        return 0
+    for index, result in enumerate(results):
+        if index:
+            print()
+        print(format_comparison(result, result["letters"]))
+    return 0
+
+
+def _json_ready(value):
+    """Plain JSON: NumPy scalars as numbers, NaN as null."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+__all__ = ["compare_sides", "format_p", "register", "resolve_operand", "sentence", "trial_row"]
