@@ -118,6 +118,17 @@ def test_duplicate_or_reserved_node_names_are_a_config_error():
         Network(5, [Node("input", Dense(4))])
 
 
+def test_one_layer_object_in_two_nodes_is_a_config_error_naming_both_nodes():
+    """A layer caches its input and owns one gradient array: used twice, the second use
+    overwrites the first and the gradients come out wrong (a gradient check error of 0.63)."""
+    shared = Dense(5)
+    with pytest.raises(ConfigError, match=r"nodes 'a' and 'b' use the same Dense\(units=5"):
+        Network(5, [Node("a", shared), Node("b", shared, ["a"]), Node("out", Dense(2), ["b"])])
+    relu = ReLU()
+    with pytest.raises(ConfigError, match=r"'relu1' and 'relu2' use the same ReLU\(\) object"):
+        Network.stack(5, [Dense(5), relu, Dense(5), relu, Dense(2)])
+
+
 def test_bad_input_size_output_name_or_empty_network_is_a_config_error():
     with pytest.raises(ConfigError, match="input size"):
         Network(0, [Node("a", Dense(2))])
@@ -134,11 +145,14 @@ def test_forward_rejects_inputs_of_the_wrong_shape():
 
 
 # ----------------------------------------------------------------- construction helpers
-def test_stack_is_a_one_line_chain_with_numbered_names():
-    network = Network.stack(784, [Dense(100), Sigmoid(), Dense(10)])
-    assert network.order == ["dense1", "sigmoid2", "dense3"]
-    assert network.nodes["sigmoid2"].inputs == ["dense1"]
-    assert network.sizes == {"input": 784, "dense1": 100, "sigmoid2": 100, "dense3": 10}
+def test_stack_is_a_one_line_chain_named_by_type_counting_each_type_on_its_own():
+    network = Network.stack(
+        784, [Dense(100), Sigmoid(), Dropout(0.1), Dense(50), Sigmoid(), Dense(10)]
+    )
+    assert network.order == ["dense1", "sigmoid1", "dropout1", "dense2", "sigmoid2", "dense3"]
+    assert network.nodes["sigmoid1"].inputs == ["dense1"]
+    assert network.nodes["dense2"].inputs == ["dropout1"]
+    assert network.sizes["sigmoid1"] == 100 and network.sizes["dense3"] == 10
     assert network.forward(np.zeros((2, 784), dtype=np.float32)).shape == (2, 10)
 
 
@@ -184,6 +198,61 @@ def test_same_seed_gives_identical_weights_and_another_seed_different_ones():
     assert not np.array_equal(first["dense1.weight"], other["dense1.weight"])
 
 
+def masks(network, x):
+    network.forward(x, training=True)
+    return {
+        name: network.nodes[name].layer.mask.copy()
+        for name in network.order
+        if network.nodes[name].layer.type_name == "dropout"
+    }
+
+
+def test_dropout_seed_changes_the_masks_but_not_the_initial_weights():
+    x = rows(6, 8)
+
+    def build(**seeds):
+        return network_from_string("dropout(0.3),20:relu:dropout(0.5),10:tanh", 8, 3, **seeds)
+
+    reference = build(seed=4, dropout_seed=1)
+    other_masks = build(seed=4, dropout_seed=2)
+    other_weights = build(seed=5, dropout_seed=1)
+    for name, array in reference.params.items():
+        np.testing.assert_array_equal(other_masks.params[name], array, err_msg=name)
+        assert not np.array_equal(other_weights.params[name], array) or name.endswith(".bias")
+    first, second, third = masks(reference, x), masks(other_masks, x), masks(other_weights, x)
+    assert list(first) == ["dropout1", "dropout2"]
+    for name in first:
+        assert not np.array_equal(first[name], second[name]), name
+        np.testing.assert_array_equal(first[name], third[name], err_msg=name)  # seed: weights only
+
+
+def test_dropout_seed_defaults_to_the_seed_on_a_stream_of_its_own():
+    x = rows(6, 8)
+    default = network_from_string("20:relu:dropout(0.5)", 8, 3, seed=9)
+    explicit = network_from_string("20:relu:dropout(0.5)", 8, 3, seed=9, dropout_seed=9)
+    assert default.dropout_seed == 9
+    np.testing.assert_array_equal(masks(default, x)["dropout1"], masks(explicit, x)["dropout1"])
+
+
+def test_rng_states_restore_the_exact_dropout_masks():
+    network = network_from_string("dropout(0.2),20:relu:dropout(0.5)", 8, 3, seed=1)
+    x = rows(6, 8)
+    masks(network, x)  # move the generators on from their initial state
+    states = network.rng_states()
+    assert set(states) == {"dropout1", "dropout2"}
+    expected = masks(network, x)
+    masks(network, x)
+    network.set_rng_states(states)
+    for name, mask in masks(network, x).items():
+        np.testing.assert_array_equal(mask, expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("seeds", [{"seed": -1}, {"seed": 1.5}, {"dropout_seed": "7"}])
+def test_seeds_must_be_whole_numbers_from_zero(seeds):
+    with pytest.raises(ConfigError, match="seed must be a whole number >= 0"):
+        Network.stack(4, [Dense(2)], **seeds)
+
+
 def test_networks_use_the_requested_dtype_throughout():
     network = network_from_string("8:layernorm:relu", 5, 3, dtype=np.float64)
     assert all(p.dtype == np.float64 for p in network.params.values())
@@ -205,8 +274,8 @@ def test_activation_on_a_fan_out_is_not_planned_in_place():
     assert not network.nodes["relu"].layer.inplace  # "hidden" is also read by tanh and skip
     assert not network.nodes["tanh"].layer.inplace
     chain = Network.stack(5, [Dense(4), Tanh(), ReLU(), Dense(2)])
-    assert chain.nodes["tanh2"].layer.inplace  # Dense's output has one reader
-    assert not chain.nodes["relu3"].layer.inplace  # tanh's backward reads its own output
+    assert chain.nodes["tanh1"].layer.inplace  # Dense's output has one reader
+    assert not chain.nodes["relu1"].layer.inplace  # tanh's backward reads its own output
     assert not Network.stack(5, [Tanh(), Dense(2)]).nodes["tanh1"].layer.inplace  # the data
 
 
@@ -337,8 +406,8 @@ def test_one_sgd_step_of_a_2_2_2_sigmoid_network_matches_the_hand_computation():
     for name, value in [
         ("dense1.weight", W1),
         ("dense1.bias", b1),
-        ("dense3.weight", W2),
-        ("dense3.bias", b2),
+        ("dense2.weight", W2),
+        ("dense2.bias", b2),
     ]:
         network.params[name][...] = value
 
@@ -367,8 +436,8 @@ def test_one_sgd_step_of_a_2_2_2_sigmoid_network_matches_the_hand_computation():
     network.backward(loss.backward())
     SGD(lr).update(network.params, network.grads)
 
-    np.testing.assert_allclose(network.params["dense3.weight"], new_W2, rtol=1e-14)
-    np.testing.assert_allclose(network.params["dense3.bias"], new_b2, rtol=1e-14)
+    np.testing.assert_allclose(network.params["dense2.weight"], new_W2, rtol=1e-14)
+    np.testing.assert_allclose(network.params["dense2.bias"], new_b2, rtol=1e-14)
     np.testing.assert_allclose(network.params["dense1.weight"], new_W1, rtol=1e-14)
     np.testing.assert_allclose(network.params["dense1.bias"], new_b1, rtol=1e-14)
     # a sanity anchor with plain numbers: z1 = (0.6, 1.0), and the step lowers the loss

@@ -26,12 +26,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e
 
 
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise ``log(softmax(z)) = z - logsumexp(z)``, computed without forming the softmax."""
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
 def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``1 / (1 + exp(-z))`` as ``(1 + tanh(z / 2)) / 2``: the same function, with no overflow
     of ``exp`` for large negative ``z``."""

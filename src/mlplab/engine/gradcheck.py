@@ -1,15 +1,33 @@
 """Gradient checking: analytic gradients against central differences, in float64.
 
 For each parameter tensor, and for the input, the numerical derivative of an entry is
-``(L(p + h) - L(p - h)) / 2h``. The error reported per tensor is
+``(L(p + h) - L(p - h)) / 2h``. Each tensor is judged on its own scale: with ``a`` the analytic
+and ``n`` the numerical entries of one tensor, its error is
 
-    max_i |analytic_i - numeric_i| / max(max_i |analytic_i|, max_i |numeric_i|, 1e-3)
+    max_i |a_i - n_i| / (scale + noise / TOLERANCE),    scale = max(max_i |a_i|, max_i |n_i|)
 
-the largest disagreement relative to the tensor's largest gradient. Why not a purely
-element-wise relative error: central differences carry rounding noise of about 1e-10 in float64,
-which swamps entries whose gradient is itself near zero. The floor of 1e-3 does the same for
-tensors whose true gradient is zero everywhere (the bias of a Dense layer followed by BatchNorm).
-Any wrong formula still shows up many orders of magnitude above the 1e-6 tolerance.
+which is below ``TOLERANCE`` (1e-6) exactly when ``max |a - n| < TOLERANCE * scale + noise``:
+the disagreement must be a millionth of the tensor's *own* largest gradient, plus what the
+central differences cannot resolve. ``noise`` is that resolution, estimated per tensor:
+
+* rounding: the loss is only known to about ``eps * |L|`` (``eps`` = 2.2e-16), so a difference
+  quotient with step ``h`` carries ``~eps |L| / h`` of noise (4 ulps of the larger of ``|L|`` and
+  1 are allowed: 1e-9 for ``h = 1e-6`` and a loss near 1);
+* truncation, for tensors measured with the large step below: the disagreement between the
+  estimates at steps ``H`` and ``H / 2``.
+
+Why not one absolute floor for every tensor (``max(scale, 1e-3)``, as this checker once had):
+the first layers of a deep sigmoid stack have gradients of 1e-11, and against a floor of 1e-3
+even a gradient that is entirely zero passes. Why not a purely element-wise relative error:
+entries whose own gradient is near zero would drown in rounding noise.
+
+A tensor whose gradient is too small for step ``h`` to resolve (``scale < noise / TOLERANCE``)
+is measured again with the steps ``H = 1e-2`` and ``H / 2``, which move the loss far more than
+its rounding, and Richardson extrapolation ``(4 n(H/2) - n(H)) / 3`` cancels the ``H^2`` error
+term. A vanishing gradient of 1e-11 is then known to about 1e-13, so a zeroed one fails by
+orders of magnitude. A tensor whose true gradient is exactly zero (the bias of a Dense layer
+followed by BatchNorm) passes when both its analytic and numerical values stay within the
+noise. The report gives every tensor's error and the step it was measured with.
 
 Stochastic layers are made deterministic by restoring every layer's random generator before
 each evaluation, so dropout uses one fixed mask throughout a check.
@@ -17,7 +35,7 @@ each evaluation, so dropout uses one fixed mask throughout a check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,13 +46,16 @@ from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError
 
 TOLERANCE = 1e-6
+ROUNDING_ULPS = 4.0  # how many ulps of the loss its computed value may be off by
+LARGE_STEP = 1e-2  # the step for tensors whose gradients are too small for the default step
 
 
 @dataclass
 class GradientCheck:
     name: str
-    errors: dict[str, float]  # tensor name -> max relative error ("input" for dL/dx)
+    errors: dict[str, float]  # tensor name -> scale-aware error ("input" for dL/dx)
     checked: dict[str, int]  # tensor name -> number of entries compared
+    steps: dict[str, float] = field(default_factory=dict)  # tensor name -> step h used
 
     @property
     def max_error(self) -> float:
@@ -52,18 +73,30 @@ class GradientCheck:
         ]
         for name, error in self.errors.items():
             flag = "" if error < TOLERANCE else "   <-- wrong gradient"
+            step = f", step {self.steps[name]:.0e}" if name in self.steps else ""
             lines.append(
-                f"  {name.ljust(width)}  {error:.2e}  ({self.checked[name]} entries){flag}"
+                f"  {name.ljust(width)}  {error:.2e}  ({self.checked[name]} entries{step}){flag}"
             )
         return "\n".join(lines)
 
 
-SCALE_FLOOR = 1e-3
+def relative_error(analytic: np.ndarray, numeric: np.ndarray, noise: float = 0.0) -> float:
+    """``max |a - n| / (scale + noise / TOLERANCE)``: the tensor's error on its own scale.
+
+    ``scale`` is the largest gradient of the tensor, analytic or numeric; ``noise`` the
+    absolute error the numerical estimate may carry. Below ``TOLERANCE`` exactly when
+    ``max |a - n| < TOLERANCE * scale + noise``. A tensor that is zero on both sides has error 0.
+    """
+    difference = float(np.abs(analytic - numeric).max()) if analytic.size else 0.0
+    if difference == 0.0:
+        return 0.0
+    scale = max(float(np.abs(analytic).max()), float(np.abs(numeric).max()))
+    return difference / (scale + noise / TOLERANCE)
 
 
-def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    scale = max(np.abs(analytic).max(), np.abs(numeric).max(), SCALE_FLOOR)
-    return float(np.abs(analytic - numeric).max() / scale)
+def rounding_noise(loss_value: float, step: float) -> float:
+    """How far a central difference with ``step`` can be off from rounding of the loss alone."""
+    return ROUNDING_ULPS * np.finfo(np.float64).eps * max(abs(loss_value), 1.0) / step
 
 
 def check_gradients(
@@ -94,33 +127,50 @@ def check_gradients(
         value = loss.forward(network.forward(x, training=True), labels)
         return value + regularization.penalty(params)
 
-    total_loss()
+    loss_value = total_loss()
     input_grad = network.backward(loss.backward(), input_grad=True)
     analytic = {name: grad.copy() for name, grad in network.grads.items()}
     regularization.add_penalty_gradients(params, analytic)
     analytic["input"] = input_grad
     params = {**params, "input": x}
 
+    def central_differences(flat: np.ndarray, indices: np.ndarray, h: float) -> np.ndarray:
+        numeric = np.empty(len(indices))
+        for k, i in enumerate(indices):
+            original = flat[i]
+            flat[i] = original + h
+            loss_plus = total_loss()
+            flat[i] = original - h
+            loss_minus = total_loss()
+            flat[i] = original
+            numeric[k] = (loss_plus - loss_minus) / (2 * h)
+        return numeric
+
     sampler = np.random.default_rng(seed)
-    errors, checked = {}, {}
+    errors, checked, steps = {}, {}, {}
     for tensor_name, tensor in params.items():
         flat = tensor.reshape(-1)  # a view: changing it changes the tensor
         if flat.size > max_entries:
             indices = sampler.choice(flat.size, size=max_entries, replace=False)
         else:
             indices = np.arange(flat.size)
-        numeric = np.empty(len(indices))
-        for k, i in enumerate(indices):
-            original = flat[i]
-            flat[i] = original + step
-            loss_plus = total_loss()
-            flat[i] = original - step
-            loss_minus = total_loss()
-            flat[i] = original
-            numeric[k] = (loss_plus - loss_minus) / (2 * step)
-        errors[tensor_name] = relative_error(analytic[tensor_name].reshape(-1)[indices], numeric)
+        expected = analytic[tensor_name].reshape(-1)[indices]
+        numeric = central_differences(flat, indices, step)
+        noise, used_step = rounding_noise(loss_value, step), step
+        scale = max(float(np.abs(expected).max()), float(np.abs(numeric).max()))
+        if scale < noise / TOLERANCE:  # too small for this step: measure with a larger one
+            coarse = central_differences(flat, indices, LARGE_STEP)
+            fine = central_differences(flat, indices, LARGE_STEP / 2)
+            numeric = (4.0 * fine - coarse) / 3.0  # Richardson: the h^2 error terms cancel
+            # (4 fine - coarse) / 3 carries at most 1.5x the rounding noise of the finer step;
+            # the two estimates' disagreement bounds what truncation (or a kink) adds.
+            disagreement = float(np.abs(fine - coarse).max())
+            noise = 2.0 * rounding_noise(loss_value, LARGE_STEP / 2) + disagreement
+            used_step = LARGE_STEP
+        errors[tensor_name] = relative_error(expected, numeric, noise)
         checked[tensor_name] = len(indices)
-    return GradientCheck(name, errors, checked)
+        steps[tensor_name] = used_step
+    return GradientCheck(name, errors, checked, steps)
 
 
 def check_architecture(

@@ -22,10 +22,17 @@ and a graph is a list of nodes::
 The network's output is the last node's output, the logits; the loss applies the output
 activation (see :mod:`mlplab.engine.losses`). "Depth" in mlplab means the number of hidden layers,
 that is of Dense layers before the output layer.
+
+Names and seeds. :meth:`Network.stack` names each layer after its type, counting that type only
+(``dense1, relu1, dropout1, dense2, ...``), so inserting a dropout or an activation renames no
+parametrized layer. Each layer gets its own random generator derived from a seed and its node's
+name: initializers from ``seed``, dropout masks from ``dropout_seed``. A layer's initial weights
+therefore depend only on the seed, its name and its shape, never on the layers around it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +41,28 @@ from mlplab.engine.layers import Layer
 from mlplab.errors import ConfigError
 
 INPUT = "input"
+INIT_STREAM, DROPOUT_STREAM = 0, 1  # keep the two seeds' random streams apart even when equal
+
+
+def layer_rng(seed: int, stream: int, name: str) -> np.random.Generator:
+    """The random generator of node ``name``: from ``seed``, the stream and the name's bytes."""
+    name_key = int.from_bytes(name.encode("utf-8"), "little")
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, name_key]))
+
+
+def default_names(type_names: list[str]) -> list[str]:
+    """``<type><k>`` for the k-th layer of each type: ``dense1, relu1, dropout1, dense2, ...``."""
+    seen: Counter[str] = Counter()
+    names = []
+    for type_name in type_names:
+        seen[type_name] += 1
+        names.append(f"{type_name}{seen[type_name]}")
+    return names
+
+
+def _check_seed(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ConfigError(f"{what} must be a whole number >= 0, got {value!r}")
 
 
 @dataclass
@@ -57,7 +86,11 @@ class Network:
     dtype : numpy dtype
         ``float32`` (the default) for training, ``float64`` for gradient checks.
     seed : int
-        Seeds the initializers and the dropout masks.
+        Seeds the initializers: each parametrized layer's generator comes from
+        ``(seed, its node name)``.
+    dropout_seed : int, optional
+        Seeds the dropout masks, per layer from ``(dropout_seed, its node name)``; by default
+        derived from ``seed`` (on a separate stream, so masks and weights stay independent).
     """
 
     def __init__(
@@ -67,37 +100,81 @@ class Network:
         output: str | None = None,
         dtype=np.float32,
         seed: int = 0,
+        dropout_seed: int | None = None,
     ):
-        if not isinstance(input_size, int) or input_size < 1:
+        _check_seed(seed, "seed")
+        if dropout_seed is not None:
+            _check_seed(dropout_seed, "dropout_seed")
+        self._plan(input_size, nodes, output)
+        self.dtype = np.dtype(dtype)
+        self.seed = int(seed)
+        self.dropout_seed = self.seed if dropout_seed is None else int(dropout_seed)
+        self._build()
+        self._plan_memory()
+
+    @classmethod
+    def stack(cls, input_size: int, layers: list[Layer], **options) -> Network:
+        """A plain chain of layers, named by :func:`default_names` (``dense1, relu1, dense2``).
+
+        ``options`` are those of the constructor (``dtype``, ``seed``, ``dropout_seed``).
+        """
+        nodes, previous = [], INPUT
+        for name, layer in zip(default_names([layer.type_name for layer in layers]), layers):
+            nodes.append(Node(name, layer, [previous]))
+            previous = name
+        return cls(input_size, nodes, **options)
+
+    @classmethod
+    def planned_sizes(
+        cls, input_size: int, nodes: list[Node], output: str | None = None
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Each node's output width and parameter count, checking the graph, allocating nothing.
+
+        What :func:`mlplab.engine.architecture.network_size` uses to refuse impossible sizes
+        before any array exists.
+        """
+        plan = cls.__new__(cls)  # validated and sized, never built
+        plan._plan(input_size, nodes, output)
+        return plan.sizes, plan.param_counts
+
+    # ----------------------------------------------------------------- structure
+    def _plan(self, input_size: int, nodes: list[Node], output: str | None) -> None:
+        """Validate the nodes, order them and infer every size; nothing is allocated here."""
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
             raise ConfigError(f"input size must be a positive whole number, got {input_size!r}")
         if not nodes:
             raise ConfigError("a network needs at least one layer")
         self.input_size = input_size
-        self.dtype = np.dtype(dtype)
-        self.seed = seed
         self.nodes = {}
+        owner: dict[int, str] = {}  # id(layer) -> the node that already holds it
         for node in nodes:
             if node.name == INPUT or node.name in self.nodes:
                 raise ConfigError(f"node name {node.name!r} is used twice or reserved; rename it")
+            if id(node.layer) in owner:
+                # A layer caches its forward input for backward and owns one gradient array:
+                # a second use overwrites both, and the gradients come out silently wrong.
+                raise ConfigError(
+                    f"nodes {owner[id(node.layer)]!r} and {node.name!r} use the same "
+                    f"{node.layer!r} object; give each node its own layer (weight sharing "
+                    "is not supported)"
+                )
+            owner[id(node.layer)] = node.name
             self.nodes[node.name] = node
         self.output = output if output is not None else nodes[-1].name
         if self.output not in self.nodes:
             raise ConfigError(f"output node {self.output!r} is not among the nodes")
         self.order = self._topological_order()
-        self.sizes = self._build()
-        self._plan_memory()
+        self.sizes = {INPUT: self.input_size}
+        self.param_counts = {}
+        for name in self.order:
+            node = self.nodes[name]
+            input_sizes = [self.sizes[i] for i in node.inputs]
+            try:
+                self.sizes[name] = node.layer.output_size(input_sizes)
+                self.param_counts[name] = node.layer.count_params(input_sizes)
+            except ConfigError as error:
+                raise ConfigError(f"node {name!r}: {error}") from None
 
-    @classmethod
-    def stack(cls, input_size: int, layers: list[Layer], **options) -> Network:
-        """A plain chain of layers, named ``<type><index>`` (``dense1``, ``relu2``, ...)."""
-        nodes, previous = [], INPUT
-        for index, layer in enumerate(layers, start=1):
-            name = f"{layer.type_name}{index}"
-            nodes.append(Node(name, layer, [previous]))
-            previous = name
-        return cls(input_size, nodes, **options)
-
-    # ----------------------------------------------------------------- structure
     def _topological_order(self) -> list[str]:
         """Kahn's algorithm over the nodes the output depends on, in declaration order."""
         for node in self.nodes.values():
@@ -147,16 +224,15 @@ class Network:
         self.readers = readers
         return order
 
-    def _build(self) -> dict[str, int]:
-        rng = np.random.default_rng(self.seed)
-        sizes = {INPUT: self.input_size}
+    def _build(self) -> None:
+        """Allocate every layer's arrays, each from its own generator (see the module notes)."""
         for name in self.order:
             node = self.nodes[name]
-            try:
-                sizes[name] = node.layer.build([sizes[i] for i in node.inputs], rng, self.dtype)
-            except ConfigError as error:
-                raise ConfigError(f"node {name!r}: {error}") from None
-        return sizes
+            if node.layer.draws_random_numbers:
+                rng = layer_rng(self.dropout_seed, DROPOUT_STREAM, name)
+            else:
+                rng = layer_rng(self.seed, INIT_STREAM, name)
+            node.layer.build([self.sizes[i] for i in node.inputs], rng, self.dtype)
 
     def _plan_memory(self) -> None:
         """Decide which activations may work in place and which layers skip the input gradient.

@@ -4,7 +4,11 @@ A layer is a small object with ``forward`` and ``backward`` side by side:
 
 * ``build(input_sizes, rng, dtype) -> output_size`` allocates parameters once the sizes of the
   inputs are known (the graph calls it in topological order; shapes are feature counts, the batch
-  dimension is always first and free).
+  dimension is always first and free). ``rng`` is the layer's own generator: the graph derives
+  it from the seed and the node's name, so a layer's initial weights do not depend on the
+  layers around it.
+* ``output_size(input_sizes)`` and ``count_params(input_sizes)`` say what ``build`` would make
+  without allocating anything, so sizes can be checked against the memory first.
 * ``forward(x, training)`` caches exactly what ``backward`` needs and returns the output.
 * ``backward(grad_out)`` returns the gradient with respect to the input (a list of them for a
   merge with several inputs) and stores parameter gradients in ``self.grads`` under the same
@@ -38,6 +42,9 @@ class Layer:
     # True when forward may return its input array itself (identity, dropout at inference): an
     # activation after it must not write in place, or it would overwrite the producer's output.
     may_return_input: ClassVar[bool] = False
+    # True when forward draws random numbers while training (dropout): the graph then gives
+    # the layer a generator from the dropout seed instead of the initialization seed.
+    draws_random_numbers: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -63,9 +70,17 @@ class Layer:
             array = self._work[name] = np.empty(shape, dtype)
         return array
 
-    def build(self, input_sizes: list[int], rng: np.random.Generator, dtype) -> int:
+    def output_size(self, input_sizes: list[int]) -> int:
+        """Features per example of the output, from those of the inputs (no allocation)."""
         (size,) = input_sizes
         return size
+
+    def count_params(self, input_sizes: list[int]) -> int:
+        """Number of trainable parameters ``build`` would allocate for these input sizes."""
+        return 0
+
+    def build(self, input_sizes: list[int], rng: np.random.Generator, dtype) -> int:
+        return self.output_size(input_sizes)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         raise NotImplementedError
@@ -115,6 +130,13 @@ class Dense(Layer):
         self.units = units
         self.init = init
 
+    def output_size(self, input_sizes):
+        return self.units
+
+    def count_params(self, input_sizes):
+        (in_features,) = input_sizes
+        return self.units * (in_features + 1)  # weight (units, in_features) and bias (units,)
+
     def build(self, input_sizes, rng, dtype):
         (in_features,) = input_sizes
         self.params["weight"] = initializers.get(self.init)((self.units, in_features), rng, dtype)
@@ -147,11 +169,13 @@ class Dropout(Layer):
     ``1 / (1 - rate)`` while training, so that inference is the identity.
 
     The mask drawn in ``forward`` is the one ``backward`` uses. Its random numbers come from the
-    layer's own generator (seeded by the graph), so runs are reproducible and resumable.
+    layer's own generator, which the graph derives from the dropout seed and the node's name, so
+    runs are reproducible and resumable and the masks do not touch the initial weights.
     """
 
     type_name = "dropout"
     may_return_input = True
+    draws_random_numbers = True
 
     def __init__(self, rate: float = 0.5):
         super().__init__()
@@ -161,7 +185,7 @@ class Dropout(Layer):
         self.rng = np.random.default_rng(0)
 
     def build(self, input_sizes, rng, dtype):
-        self.rng = np.random.default_rng(rng.integers(2**63))
+        self.rng = rng  # the graph made this generator for this layer alone
         return super().build(input_sizes, rng, dtype)
 
     def forward(self, x, training=False):
@@ -190,11 +214,14 @@ class Add(Layer):
     type_name = "add"
     n_inputs = 0
 
-    def build(self, input_sizes, rng, dtype):
+    def output_size(self, input_sizes):
         if len(set(input_sizes)) != 1:
-            raise ConfigError(f"add needs inputs of equal size, got sizes {input_sizes}")
-        self.n_merged = len(input_sizes)
+            raise ConfigError(f"add needs inputs of equal size, got sizes {list(input_sizes)}")
         return input_sizes[0]
+
+    def build(self, input_sizes, rng, dtype):
+        self.n_merged = len(input_sizes)
+        return self.output_size(input_sizes)
 
     def forward(self, *inputs, training=False):
         total = inputs[0] + inputs[1]
@@ -212,9 +239,12 @@ class Concat(Layer):
     type_name = "concat"
     n_inputs = 0
 
+    def output_size(self, input_sizes):
+        return sum(input_sizes)
+
     def build(self, input_sizes, rng, dtype):
         self.sizes = list(input_sizes)
-        return sum(input_sizes)
+        return self.output_size(input_sizes)
 
     def forward(self, *inputs, training=False):
         return np.concatenate(inputs, axis=1)

@@ -33,6 +33,10 @@ class _Normalization(Layer):
             raise ConfigError(f"normalization eps must be positive, got {eps!r}")
         self.eps = float(eps)
 
+    def count_params(self, input_sizes):
+        (size,) = input_sizes
+        return 2 * size  # gamma and beta
+
     def build(self, input_sizes, rng, dtype):
         (size,) = input_sizes
         self.params["gamma"] = np.ones(size, dtype=dtype)
