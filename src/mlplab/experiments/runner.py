@@ -28,6 +28,9 @@ from mlplab.experiments.records import TrialRecord
 from mlplab.experiments.sweep import Trial
 from mlplab.experiments.trial import run_trial
 
+# How long to keep trying to reach a Dask scheduler before saying it cannot be reached.
+DASK_CONNECT_TIMEOUT = "20s"
+
 
 @dataclass
 class SweepOutcome:
@@ -212,7 +215,7 @@ def _run_dask(jobs, address: str, arrived: Callable) -> None:
             "--dask needs the 'distributed' package: pip install distributed"
         ) from None
     try:
-        client = Client(address, timeout="20s", set_as_default=False)
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError) as error:
         raise ConfigError(
             f"cannot reach the Dask scheduler at {address} ({error}); start one with "
@@ -233,7 +236,7 @@ def _run_dask(jobs, address: str, arrived: Callable) -> None:
             )
             submitted[future] = (trial, config)
         remaining = len(submitted)
-        for future in as_completed(submitted):
+        for future in as_completed(submitted, loop=client.loop):
             trial, config = submitted[future]
             remaining -= 1
             try:
