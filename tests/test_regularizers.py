@@ -14,10 +14,10 @@ def named_arrays(seed=0):
     return {
         "dense1.weight": rng.standard_normal((4, 3)),
         "dense1.bias": rng.standard_normal(4),
-        "norm2.gamma": rng.standard_normal(4),
-        "norm2.beta": rng.standard_normal(4),
-        "dense3.weight": rng.standard_normal((2, 4)),
-        "dense3.bias": rng.standard_normal(2),
+        "layernorm1.gamma": rng.standard_normal(4),
+        "layernorm1.beta": rng.standard_normal(4),
+        "dense2.weight": rng.standard_normal((2, 4)),
+        "dense2.bias": rng.standard_normal(2),
     }
 
 
@@ -54,14 +54,14 @@ def test_penalty_gradients_add_to_the_data_gradient():
     params = named_arrays()
     grads = {name: np.ones_like(p) for name, p in params.items()}
     Regularization(l1=0.1, l2=0.5).add_penalty_gradients(params, grads)
-    w = params["dense3.weight"]
-    np.testing.assert_allclose(grads["dense3.weight"], 1 + 0.5 * w + 0.1 * np.sign(w), rtol=1e-15)
-    np.testing.assert_array_equal(grads["dense3.bias"], 1.0)
+    w = params["dense2.weight"]
+    np.testing.assert_allclose(grads["dense2.weight"], 1 + 0.5 * w + 0.1 * np.sign(w), rtol=1e-15)
+    np.testing.assert_array_equal(grads["dense2.bias"], 1.0)
 
 
 def test_penalty_is_l1_sum_abs_plus_half_l2_sum_squares_of_weights_only():
     params = named_arrays()
-    weights = [params["dense1.weight"], params["dense3.weight"]]
+    weights = [params["dense1.weight"], params["dense2.weight"]]
     expected = sum(0.1 * np.abs(w).sum() + 0.5 * 0.2 * (w**2).sum() for w in weights)
     assert Regularization(l1=0.1, l2=0.2).penalty(params) == pytest.approx(expected, rel=1e-14)
     assert Regularization().penalty(params) == 0.0
@@ -111,7 +111,7 @@ def test_max_norm_caps_each_units_incoming_weight_row():
     w = params["dense1.weight"]
     np.testing.assert_allclose(w[0], [1.2, 1.6, 0.0], rtol=1e-15)
     np.testing.assert_array_equal(w[1], [0.6, 0.8, 0.0])
-    for weight in (params["dense1.weight"], params["dense3.weight"]):
+    for weight in (params["dense1.weight"], params["dense2.weight"]):
         assert np.all(np.linalg.norm(weight, axis=1) <= 2.0 + 1e-12)
     np.testing.assert_array_equal(params["dense1.bias"], bias_before)
 
