@@ -1,14 +1,13 @@
-"""Turning images into float32 features: cropping, pixel subsets, scaling, standardizing, one-hot."""
+"""Turning images into float32 features: cropping, pixel subsets, scaling, standardizing."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlplab.data import FittedPreprocessing, Preprocessing, load_dataset, one_hot
+from mlplab.data import FittedPreprocessing, Preprocessing, load_dataset
 from mlplab.errors import ConfigError, DataError
 
 
@@ -136,20 +135,31 @@ def test_fitted_state_round_trips_through_npz_without_pickle(images, tmp_path):
     assert np.array_equal(restored.transform(test), fitted.transform(test))
 
 
-def test_fitted_dict_round_trips_through_json(images):
-    train, test = images
-    fitted = Preprocessing(standardize="global", pixel_subset=50).fit(train)
-    restored = FittedPreprocessing.from_dict(json.loads(json.dumps(fitted.to_dict())))
-    assert np.array_equal(restored.transform(test), fitted.transform(test))
+def _damaged(state: dict, **changes) -> dict:
+    state = dict(state)
+    for key, value in changes.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    return state
 
 
-def test_one_hot_puts_a_single_one_at_each_label():
-    encoded = one_hot(np.array([3, 0, 9]), 10)
-    assert encoded.dtype == np.float32 and encoded.shape == (3, 10)
-    assert np.array_equal(encoded.argmax(axis=1), [3, 0, 9]) and np.all(encoded.sum(axis=1) == 1)
-    assert one_hot(np.array([1], dtype=np.uint8), 2, dtype=np.float64).dtype == np.float64
-
-
-def test_one_hot_refuses_labels_out_of_range():
-    with pytest.raises(DataError, match="0..9"):
-        one_hot(np.array([10]), 10)
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"config": None}, "lacks 'config'"),
+        ({"config": np.array("[1, 2]")}, "damaged"),
+        ({"image_shape": np.array([28, 28, 1])}, "image_shape .* is not"),
+        ({"mean": None}, "lacks 'mean'"),
+        ({"std": np.ones(5, dtype=np.float32)}, r"std is float32 of shape \(5,\)"),
+        ({"mean": np.full(300, np.nan, dtype=np.float32)}, "mean holds NaN"),
+        ({"std": np.zeros(300, dtype=np.float32)}, "std has values <= 0"),
+        ({"pixel_indices": np.arange(300) + 10_000}, "pixel_indices must be 300 sorted"),
+        ({"image_shape": np.array([4, 4])}, "crop_border 2 leaves nothing of 4x4"),
+    ],
+)
+def test_damaged_saved_state_is_refused_by_name(images, changes, message):
+    fitted = Preprocessing(standardize="per-pixel", crop_border=2, pixel_subset=300).fit(images[0])
+    with pytest.raises(DataError, match=f"saved preprocessing .*{message}"):
+        FittedPreprocessing.from_state(_damaged(fitted.state(), **changes))

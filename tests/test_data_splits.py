@@ -47,10 +47,10 @@ def test_impossible_validation_sizes_are_config_errors(labels, validation):
         data.validation_split(labels, validation, seed=0)
 
 
-def test_test_halves_are_the_first_and_last_5000():
-    first, last = data.test_halves()
+def test_halving_the_test_set_gives_the_first_and_last_5000():
+    first, last = data.halve_test_set()
     assert np.array_equal(first, np.arange(5000)) and np.array_equal(last, np.arange(5000, 10000))
-    first, last = data.test_halves(7)
+    first, last = data.halve_test_set(7)
     assert len(first) == 3 and len(last) == 4
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -273,11 +275,14 @@ def test_a_failure_while_writing_leaves_the_previous_file_intact(tmp_path, monke
 
     def savez_that_dies_midway(file, **arrays):
         file.write(b"PK\x03\x04 half an archive")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(np, "savez", savez_that_dies_midway)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        DataError, match="model.npz: cannot write .No space left on device."
+    ) as info:
         save_model(path, network_from_string("16:relu,8:sigmoid", 6, 3, seed=99))
+    assert "\n" not in str(info.value) and "previous file is unchanged" in str(info.value)
     monkeypatch.setattr(np, "savez", real_savez)
     assert path.read_bytes() == original_bytes
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary left behind

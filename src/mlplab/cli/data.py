@@ -11,7 +11,14 @@ DEFAULT_DATASET = "mnist"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command and its subcommands."""
-    data = subparsers.add_parser("data", help="find, verify and download datasets")
+    data = subparsers.add_parser(
+        "data",
+        help="find, verify and download datasets",
+        description="Find, verify and download the MNIST-family datasets. Files are looked for"
+        " in --data-dir, then $MLPLAB_DATA (the folder or its <dataset>/ subfolder), the user"
+        " cache and system copies, and every file is checked against the official checksums."
+        " `info` shows where each file was found; `fetch` downloads what is missing.",
+    )
     data.set_defaults(func=lambda args: data.print_help() or 0)
     commands = data.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
 
@@ -34,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fetch",
         help="download a dataset into the cache (or --data-dir) and verify it",
         description="Make sure the verified files of a dataset are on disk, downloading the"
-        " missing ones from the mirrors ($MLPLAB_MIRRORS overrides them).",
+        " missing ones from the mirrors ($MLPLAB_MIRRORS overrides them) into the user cache,"
+        " or into DIR/NAME/ with --data-dir. Verified files already in $MLPLAB_DATA, the cache"
+        " or a system copy are used as they are.",
     )
     fetch.add_argument(
         "--dataset",

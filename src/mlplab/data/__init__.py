@@ -12,9 +12,9 @@ looked for, downloads, checksums), :mod:`~mlplab.data.dataset` (:class:`Dataset`
 :mod:`~mlplab.data.preprocessing` (features).
 """
 
-from mlplab.data.dataset import Dataset, fetch_dataset, load_dataset
+from mlplab.data.dataset import PARTS, Dataset, fetch_dataset, load_dataset
 from mlplab.data.idx import IdxPayload, read_idx
-from mlplab.data.preprocessing import FittedPreprocessing, Preprocessing, one_hot
+from mlplab.data.preprocessing import FittedPreprocessing, Preprocessing
 from mlplab.data.sources import (
     CHECKSUMS,
     CLASS_NAMES,
@@ -31,7 +31,7 @@ from mlplab.data.splits import (
     PROTOCOLS,
     EvaluationSplit,
     evaluation_split,
-    test_halves,
+    halve_test_set,
     validation_split,
 )
 
@@ -42,6 +42,7 @@ __all__ = [
     "CLASS_NAMES",
     "FILE_STEMS",
     "MIRRORS",
+    "PARTS",
     "PROTOCOLS",
     "SYSTEM_DIRS",
     "Dataset",
@@ -53,10 +54,9 @@ __all__ = [
     "cache_dir",
     "evaluation_split",
     "fetch_dataset",
+    "halve_test_set",
     "known_datasets",
     "load_dataset",
-    "one_hot",
     "read_idx",
-    "test_halves",
     "validation_split",
 ]

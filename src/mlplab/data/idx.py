@@ -11,9 +11,9 @@ single 47 MB buffer, and nothing can modify it by accident. Copy an array if you
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from mlplab.errors import DataError
+from mlplab.resources import available_memory_bytes, format_bytes
+from mlplab.saving import describe_entry
 
 # Element types of the IDX format (third byte of the magic number). Multi-byte types are big-endian.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -34,6 +36,14 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 GZIP_MAGIC = b"\x1f\x8b"
+
+# No IDX file is read past this size, whatever its header says: 2 GiB is four times EMNIST's
+# largest file (ByClass training images, ~550 MB), and MNIST's largest is 47 MB.
+MAX_PAYLOAD_BYTES = 2 << 30
+# Bytes decompressed per step: the most a gzip bomb can make us hold beyond the header's size.
+_CHUNK = 1 << 20
+# Extra bytes past the header's size that are still decompressed, to report their exact count.
+_EXTRA_COUNTED = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -55,11 +65,17 @@ class IdxPayload:
     sha256: str
 
 
-def read_payload(path: str | Path, label: str | None = None) -> bytes:
-    """Return the decompressed bytes of an IDX file, gzip-compressed or raw.
+def read_payload(
+    path: str | Path, label: str | None = None, max_bytes: int | None = None
+) -> bytes | bytearray:
+    """Return the decompressed bytes of an IDX file, gzip-compressed or raw, reading at most what
+    its header promises.
 
     Compression is recognised by the gzip magic bytes, not by the file name, so a raw file named
-    ``.gz`` (or the reverse) still reads.
+    ``.gz`` (or the reverse) still reads. A gzip stream is decompressed in chunks of 1 MiB: once
+    the IDX header is in, its shape fixes the payload size, which must fit ``max_bytes``; and
+    decompression stops a little past that size, so a gzip bomb (gigabytes of zeros in a few
+    megabytes) costs no more memory than the file it poses as.
 
     Parameters
     ----------
@@ -67,27 +83,128 @@ def read_payload(path: str | Path, label: str | None = None) -> bytes:
         The file to read.
     label : str, optional
         How to name the file in error messages (defaults to ``path``).
+    max_bytes : int, optional
+        Largest acceptable payload, e.g. the official size of a known dataset's file; at most
+        :data:`MAX_PAYLOAD_BYTES` and the memory available, whatever is given.
 
     Raises
     ------
     DataError
-        If the file cannot be read or its gzip stream is truncated or corrupt.
+        If the file cannot be read, is not a regular file, its gzip stream is truncated or
+        corrupt, or its header or data exceed the size allowed.
     """
+    path = Path(path)
     label = label or str(path)
+    what = describe_entry(path)
+    if what is not None:
+        fix = "" if what == "missing" else "; replace it with the IDX file"
+        raise DataError(f"{label}: cannot read, {what} stands where an IDX file should be{fix}")
+    limit = payload_limit(max_bytes)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if file.read(2) != GZIP_MAGIC:
+                if size > limit:
+                    raise DataError(
+                        f"{label}: {format_bytes(size)} is more than the {format_bytes(limit)}"
+                        " an IDX file may hold here; give the right file"
+                    )
+                file.seek(0)
+                return file.read()
+            file.seek(0)
+            return _gunzip_bounded(file, size, label, limit)
     except OSError as error:
         raise DataError(f"{label}: cannot read ({error.strerror or error})") from error
-    if raw[:2] != GZIP_MAGIC:
-        return raw
+
+
+def payload_limit(max_bytes: int | None = None) -> int:
+    """The most payload bytes a file may decompress to: ``max_bytes`` capped by
+    :data:`MAX_PAYLOAD_BYTES` and by half the memory available now."""
+    limit = min(MAX_PAYLOAD_BYTES, available_memory_bytes() // 2)
+    return limit if max_bytes is None else min(limit, max_bytes)
+
+
+def _gunzip_bounded(file, compressed_bytes: int, label: str, limit: int) -> bytearray:
+    """Decompress a (possibly multi-member) gzip stream, stopping once it outgrows its header."""
+    payload = bytearray()
+    stop_after = limit  # tightened to the header's size (plus a margin) once the header is in
+    declared = None
+    decompressor = zlib.decompressobj(wbits=31)  # 31: gzip wrapper, CRC and length checked
+    pending = b""
     try:
-        return gzip.decompress(raw)
-    except EOFError as error:
-        raise DataError(
-            f"{label}: truncated gzip file ({len(raw)} bytes end before the end-of-stream marker)"
-        ) from error
-    except (zlib.error, gzip.BadGzipFile, OSError) as error:
+        while True:
+            if not pending:
+                pending = file.read(_CHUNK)
+                if not pending:
+                    break
+            if decompressor.eof:
+                # Another gzip member follows (gzip allows several), or zero padding, or junk.
+                if pending.strip(b"\0") == b"":
+                    pending = b""
+                    continue
+                if pending[:2] != GZIP_MAGIC:
+                    raise DataError(
+                        f"{label}: corrupt gzip data (junk after the end of the stream)"
+                    )
+                decompressor = zlib.decompressobj(wbits=31)
+            payload += decompressor.decompress(pending, _CHUNK)
+            pending = decompressor.unconsumed_tail or decompressor.unused_data
+            if declared is None and (header := parse_header(payload, label)) is not None:
+                declared = header[-1]
+                if declared > limit:
+                    shape = header[1]
+                    raise DataError(
+                        f"{label}: header claims shape {shape} ({format_bytes(declared)}), more than"
+                        f" the {format_bytes(limit)} an IDX file may hold here; give the right file"
+                    )
+                stop_after = declared + _EXTRA_COUNTED
+            if len(payload) > stop_after:
+                if declared is None:
+                    raise DataError(
+                        f"{label}: decompresses to more than {format_bytes(limit)} without an IDX"
+                        " header;"
+                        " give the right file"
+                    )
+                raise DataError(
+                    f"{label}: decompresses to more than {stop_after} bytes, more than the"
+                    f" {declared} bytes its header promises (a damaged file or a gzip bomb);"
+                    " give the right file"
+                )
+    except zlib.error as error:
         raise DataError(f"{label}: corrupt gzip data ({error})") from error
+    if not decompressor.eof:
+        raise DataError(
+            f"{label}: truncated gzip file ({compressed_bytes} bytes end before the end-of-stream"
+            " marker)"
+        )
+    return payload  # a bytearray: converting it to bytes would copy it
+
+
+def parse_header(payload: bytes, label: str) -> tuple[int, tuple[int, ...], np.dtype, int] | None:
+    """Read an IDX header: ``(header bytes, shape, dtype, payload bytes it promises)``.
+
+    Returns None when ``payload`` is still too short to hold the whole header.
+
+    Raises
+    ------
+    DataError
+        On a wrong magic number or an unknown element type.
+    """
+    if len(payload) < 4:
+        return None
+    magic = int.from_bytes(payload[:4], "big")
+    type_code, ndim = payload[2], payload[3]
+    if payload[:2] != b"\0\0" or type_code not in IDX_DTYPES or ndim == 0:
+        raise DataError(
+            f"{label}: not an IDX file (magic number 0x{magic:08x}; expected 0x00000801 for labels"
+            " or 0x00000803 for images)"
+        )
+    header_bytes = 4 + 4 * ndim
+    if len(payload) < header_bytes:
+        return None
+    shape = struct.unpack(f">{ndim}I", payload[4:header_bytes])
+    dtype = IDX_DTYPES[type_code]
+    return header_bytes, shape, dtype, header_bytes + math.prod(shape) * dtype.itemsize
 
 
 def parse_idx(payload: bytes, label: str) -> np.ndarray:
@@ -113,23 +230,14 @@ def parse_idx(payload: bytes, label: str) -> np.ndarray:
     """
     if len(payload) < 4:
         raise DataError(f"{label}: truncated, {len(payload)} bytes is too short for an IDX header")
-    magic = int.from_bytes(payload[:4], "big")
-    type_code, ndim = payload[2], payload[3]
-    if payload[:2] != b"\0\0" or type_code not in IDX_DTYPES or ndim == 0:
+    header = parse_header(payload, label)
+    if header is None:
+        header_bytes = 4 + 4 * payload[3]
         raise DataError(
-            f"{label}: not an IDX file (magic number 0x{magic:08x}; expected 0x00000801 for labels"
-            " or 0x00000803 for images)"
-        )
-    header_bytes = 4 + 4 * ndim
-    if len(payload) < header_bytes:
-        raise DataError(
-            f"{label}: truncated, expected a {header_bytes}-byte header for {ndim} dimensions,"
+            f"{label}: truncated, expected a {header_bytes}-byte header for {payload[3]} dimensions,"
             f" found {len(payload)} bytes"
         )
-    shape = struct.unpack(f">{ndim}I", payload[4:header_bytes])
-    dtype = IDX_DTYPES[type_code]
-    count = math.prod(shape)
-    expected = header_bytes + count * dtype.itemsize
+    header_bytes, shape, dtype, expected = header
     if len(payload) < expected:
         raise DataError(
             f"{label}: truncated, expected {expected} bytes of payload for shape {shape},"
@@ -140,10 +248,14 @@ def parse_idx(payload: bytes, label: str) -> np.ndarray:
             f"{label}: {len(payload) - expected} extra bytes after the data (expected {expected}"
             f" bytes of payload for shape {shape}, found {len(payload)})"
         )
-    return np.frombuffer(payload, dtype=dtype, count=count, offset=header_bytes).reshape(shape)
+    array = np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=header_bytes)
+    array.flags.writeable = False  # a bytearray payload would give a writable view
+    return array.reshape(shape)
 
 
-def read_idx(path: str | Path, label: str | None = None) -> IdxPayload:
+def read_idx(
+    path: str | Path, label: str | None = None, max_bytes: int | None = None
+) -> IdxPayload:
     """Read and check any IDX file, gzip-compressed or raw.
 
     Parameters
@@ -152,6 +264,8 @@ def read_idx(path: str | Path, label: str | None = None) -> IdxPayload:
         The file to read.
     label : str, optional
         How to name the file in error messages (defaults to ``path``).
+    max_bytes : int, optional
+        Largest acceptable payload (see :func:`read_payload`).
 
     Returns
     -------
@@ -164,7 +278,7 @@ def read_idx(path: str | Path, label: str | None = None) -> IdxPayload:
     (10000,)
     """
     label = label or str(path)
-    payload = read_payload(path, label)
+    payload = read_payload(path, label, max_bytes)
     array = parse_idx(payload, label)
     return IdxPayload(array, len(payload), hashlib.sha256(payload).hexdigest())
 

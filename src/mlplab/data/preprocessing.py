@@ -238,84 +238,85 @@ class FittedPreprocessing:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> FittedPreprocessing:
-        """Rebuild from :meth:`state`'s output (or an ``np.load`` of it)."""
+        """Rebuild from :meth:`state`'s output (or an ``np.load`` of it), checking every part.
+
+        Raises
+        ------
+        DataError
+            If a part is missing, damaged or inconsistent with the settings: statistics of the
+            wrong shape, NaN or non-positive, a crop that leaves nothing, pixel indices out of
+            range. The message starts with "saved preprocessing".
+        """
         try:
             config = Preprocessing.from_dict(json.loads(str(state["config"])))
-            image_shape = tuple(int(size) for size in state["image_shape"])
-        except (KeyError, ValueError, TypeError) as error:
+            image_shape = np.asarray(state["image_shape"])
+            if image_shape.shape != (2,) or not np.issubdtype(image_shape.dtype, np.integer):
+                raise ValueError(f"image_shape {image_shape.tolist()} is not (height, width)")
+            height, width = (int(size) for size in image_shape)
+            if min(height, width) < 1:
+                raise ValueError(f"image_shape {height}x{width} is empty")
+        except KeyError as error:
+            raise DataError(f"saved preprocessing lacks {error}") from None
+        except (ValueError, TypeError, ConfigError) as error:
+            raise DataError(f"saved preprocessing is damaged ({error})") from None
+        k = config.crop_border
+        if 2 * k >= min(height, width):
             raise DataError(
-                f"saved preprocessing state is incomplete or corrupt ({error})"
-            ) from error
-
-        def optional(key: str, dtype: type) -> np.ndarray | None:
-            return np.asarray(state[key], dtype=dtype) if key in state else None
-
-        return cls(
-            config,
-            image_shape,
-            optional("pixel_indices", np.int64),
-            optional("mean", np.float32),
-            optional("std", np.float32),
+                f"saved preprocessing is damaged (crop_border {k} leaves nothing of"
+                f" {height}x{width} images)"
+            )
+        pixel_indices = _saved_pixel_indices(state, config, (height - 2 * k) * (width - 2 * k))
+        fitted = cls(config, (height, width), pixel_indices, None, None)
+        mean, std = (
+            _saved_statistic(state, key, config, fitted.n_features) for key in ("mean", "std")
         )
-
-    def to_dict(self) -> dict:
-        """Everything needed to rebuild this object, as a JSON-ready dict of plain lists."""
-
-        def plain(array: np.ndarray | None):
-            return None if array is None else array.tolist()
-
-        return {
-            "config": self.config.to_dict(),
-            "image_shape": list(self.image_shape),
-            "pixel_indices": plain(self.pixel_indices),
-            "mean": plain(self.mean),
-            "std": plain(self.std),
-        }
-
-    @classmethod
-    def from_dict(cls, settings: dict) -> FittedPreprocessing:
-        """Rebuild from :meth:`to_dict`'s output."""
-
-        def array(key: str, dtype: type) -> np.ndarray | None:
-            value = settings.get(key)
-            return None if value is None else np.asarray(value, dtype=dtype)
-
-        return cls(
-            Preprocessing.from_dict(settings["config"]),
-            tuple(settings["image_shape"]),
-            array("pixel_indices", np.int64),
-            array("mean", np.float32),
-            array("std", np.float32),
-        )
+        if std is not None and not (std > 0).all():
+            raise DataError("saved preprocessing is damaged (std has values <= 0)")
+        return cls(config, (height, width), pixel_indices, mean, std)
 
 
-def one_hot(labels: np.ndarray, n_classes: int, dtype: type = np.float32) -> np.ndarray:
-    """Rows of zeros with a one at each label's column.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        Integer labels in ``range(n_classes)``, shape ``(N,)``.
-    n_classes : int
-        Number of columns.
-    dtype : numpy dtype
-        Element type of the result.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape ``(N, n_classes)``.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"labels must be a 1-D integer array, not {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+def _saved_pixel_indices(state: dict, config: Preprocessing, n_pixels: int) -> np.ndarray | None:
+    """The saved pixel subset, checked against the settings and the cropped image size."""
+    if config.pixel_subset is None:
+        if "pixel_indices" in state:
+            raise DataError("saved preprocessing is damaged (pixel_indices without pixel_subset)")
+        return None
+    if "pixel_indices" not in state:
+        raise DataError("saved preprocessing lacks 'pixel_indices'")
+    indices = np.asarray(state["pixel_indices"])
+    if (
+        indices.shape != (config.pixel_subset,)
+        or not np.issubdtype(indices.dtype, np.integer)
+        or (indices.size and (indices[0] < 0 or indices[-1] >= n_pixels))
+        or (np.diff(indices) <= 0).any()
+    ):
         raise DataError(
-            f"labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}"
+            f"saved preprocessing is damaged (pixel_indices must be {config.pixel_subset} sorted"
+            f" distinct positions in 0..{n_pixels - 1})"
         )
-    encoded = np.zeros((len(labels), n_classes), dtype=dtype)
-    encoded[np.arange(len(labels)), labels] = 1
-    return encoded
+    return indices.astype(np.int64)
+
+
+def _saved_statistic(
+    state: dict, key: str, config: Preprocessing, n_features: int
+) -> np.ndarray | None:
+    """The saved ``mean`` or ``std``: present exactly when standardizing, right shape, finite."""
+    if config.standardize is None:
+        if key in state:
+            raise DataError(f"saved preprocessing is damaged ({key} without standardize)")
+        return None
+    if key not in state:
+        raise DataError(f"saved preprocessing lacks {key!r} for standardize={config.standardize!r}")
+    value = np.asarray(state[key])
+    shape = () if config.standardize == "global" else (n_features,)
+    if value.shape != shape or value.dtype.kind != "f":
+        raise DataError(
+            f"saved preprocessing is damaged ({key} is {value.dtype} of shape {value.shape};"
+            f" {config.standardize} standardization needs floats of shape {shape})"
+        )
+    if not np.isfinite(value).all():
+        raise DataError(f"saved preprocessing is damaged ({key} holds NaN or infinite values)")
+    return value.astype(np.float32)
 
 
 def _is_int(value: object) -> bool:

@@ -1,6 +1,7 @@
 """Where the IDX files of a dataset come from: the registry, the search order and downloads.
 
-Search order for a named dataset (the first place holding all four files wins):
+Search order for a named dataset (the first place holding all four files wins; with
+``parts=("test",)`` the two test files are enough):
 
 1. ``explicit``: the ``data_dir`` argument (CLI ``--data-dir``), the folder itself or its
    ``<dataset>/`` subfolder. It is authoritative: if the files are not there, that is an error.
@@ -13,8 +14,9 @@ Search order for a named dataset (the first place holding all four files wins):
 
 Every file is verified by the sha256 of its decompressed payload (:data:`CHECKSUMS`). A copy that
 was found but fails is an error naming it, never skipped silently. A download is written to a
-temporary file in the cache folder and renamed into place only after it verifies, so the cache
-never holds a corrupt or partial file.
+temporary file in the cache folder (``.<file>.<pid>.tmp``, removed by the next download once its
+process is gone) and renamed into place only after it verifies, so the cache never holds a corrupt
+or partial file. Nothing is decompressed past a known file's official size.
 
 Hashing is not cached: sha256 of the 47 MB training images takes ~0.03 s, against ~0.2 s to
 decompress them, so a verification cache would save little and could go stale.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from mlplab.data.idx import IdxPayload, check_images, check_labels, read_idx
 from mlplab.errors import DataError
+from mlplab.saving import describe_entry, remove_stale_temporaries, temporary_path
 
 # The four files of an MNIST-style dataset, in the order they are reported. On disk each may be
 # raw or end in ".gz".
@@ -123,7 +125,6 @@ DOWNLOAD_TIMEOUT = 30.0
 
 VERIFIED = "verified"
 UNVERIFIED = "not verified (no known checksum)"
-ORIGINS = ("explicit", "env", "cache", "system", "download")
 
 
 @dataclass(frozen=True)
@@ -189,14 +190,27 @@ def mirrors_for(name: str) -> list[str]:
     return list(MIRRORS.get(name, []))
 
 
-def find_files(directory: Path) -> dict[str, Path]:
-    """The standard files present in ``directory``, preferring raw over ``.gz`` (no decompressing)."""
+def find_files(directory: Path, stems: tuple[str, ...] = FILE_STEMS) -> dict[str, Path]:
+    """The standard files present in ``directory``, preferring raw over ``.gz`` (no decompressing).
+
+    Raises
+    ------
+    DataError
+        If a directory, a symbolic link loop or anything but a regular file stands where one of
+        ``stems`` should be: saying "missing" would send the user looking in the wrong place.
+    """
     found = {}
-    for stem in FILE_STEMS:
+    for stem in stems:
         for candidate in (directory / stem, directory / f"{stem}.gz"):
-            if candidate.is_file():
+            what = describe_entry(candidate)
+            if what is None:
                 found[stem] = candidate
                 break
+            if what != "missing":
+                raise DataError(
+                    f"{candidate}: is {what}, not an IDX file; remove it or put the {stem} file"
+                    " there"
+                )
     return found
 
 
@@ -247,12 +261,11 @@ def verify(name: str | None, stem: str, idx: IdxPayload, label: str, fix: str) -
 
 
 def identify(loaded: dict[str, LoadedFile]) -> str | None:
-    """The known dataset whose four checksums all match ``loaded``, if any."""
+    """The known dataset whose checksums all match the files of ``loaded`` (one or more), if any."""
     for name, table in CHECKSUMS.items():
-        if all(
-            stem in loaded
-            and (loaded[stem].idx.payload_bytes, loaded[stem].idx.sha256) == table[stem]
-            for stem in FILE_STEMS
+        if loaded and all(
+            (file.idx.payload_bytes, file.idx.sha256) == table[stem]
+            for stem, file in loaded.items()
         ):
             return name
     return None
@@ -269,11 +282,13 @@ def read_files(files: dict[str, Path], origin: str, name: str | None) -> dict[st
         fix = f"delete it and run `mlplab data fetch --dataset {name}`"
     else:
         fix = f"replace it with an official copy, or {fix_hint(name)}"
+    # A known dataset's files are never read past their official size (a gzip bomb stops there).
+    sizes = {stem: size for stem, (size, _) in CHECKSUMS.get(name, {}).items()}
     loaded = {}
     for stem in FILE_STEMS:
         if stem in files:
             try:
-                idx = read_idx(files[stem])
+                idx = read_idx(files[stem], max_bytes=sizes.get(stem))
                 # Structure before checksum: "truncated" or "label 12 out of range" says more
                 # than "checksum mismatch" does.
                 check_role(stem, idx, str(files[stem]), name)
@@ -303,11 +318,11 @@ def _download_to_temp(url: str, directory: Path, stem: str, progress: bool) -> P
     request = urllib.request.Request(url, headers={"User-Agent": f"mlplab/{__version__}"})
     with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
         length = response.headers.get("Content-Length")
-        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".part")
-        temp = Path(temp_name)
+        # Named with our pid, so that remove_stale_temporaries can tell a killed download's.
+        temp = temporary_path(directory / f"{stem}.gz")
         try:
             with (
-                os.fdopen(fd, "wb") as out,
+                open(temp, "wb") as out,
                 tqdm(
                     total=int(length) if length and length.isdigit() else None,
                     unit="B",
@@ -363,7 +378,7 @@ def download_file(
         final = directory / f"{stem}.gz"
         installed = False
         try:
-            idx = read_idx(temp, label=url)
+            idx = read_idx(temp, label=url, max_bytes=CHECKSUMS.get(name, {}).get(stem, (None,))[0])
             check_role(stem, idx, url, name)
             verify(name, stem, idx, url, "this mirror serves another file")
             os.replace(temp, final)  # atomic: the cache holds the old state or the verified file
@@ -385,14 +400,19 @@ def download_file(
 
 
 def fill_folder(
-    name: str, directory: Path, origin: str, progress: bool, notes: list[str]
+    name: str,
+    directory: Path,
+    origin: str,
+    progress: bool,
+    notes: list[str],
+    stems: tuple[str, ...] = FILE_STEMS,
 ) -> dict[str, LoadedFile] | None:
-    """Use the verified files already in ``directory`` and download the missing ones into it.
+    """Use the verified files of ``stems`` already in ``directory``; download the missing ones.
 
     Returns None (with the reasons in ``notes``) when a file could not be downloaded.
     """
-    loaded = read_files(find_files(directory), origin, name)
-    missing = [stem for stem in FILE_STEMS if stem not in loaded]
+    loaded = read_files(find_files(directory, stems), origin, name)
+    missing = [stem for stem in stems if stem not in loaded]
     if not missing:
         return loaded
     if not mirrors_for(name):
@@ -410,6 +430,7 @@ def fill_folder(
             f"{directory}: folder is not writable; set XDG_CACHE_HOME to a writable folder"
             " or pass --data-dir"
         )
+    remove_stale_temporaries(directory)  # what killed downloads left behind
     failures: list[str] = []
     dead_mirrors: set[str] = set()
     for stem in missing:
@@ -418,31 +439,31 @@ def fill_folder(
             notes.append(f"download of {stem}.gz failed ({'; '.join(failures)})")
             return None
         loaded[stem] = file
-    return {stem: loaded[stem] for stem in FILE_STEMS}
+    return {stem: loaded[stem] for stem in stems}
 
 
-def _complete_folder(directory: Path, name: str) -> tuple[Path | None, str]:
-    """The first of ``directory/name`` and ``directory`` that holds all four files, or why none."""
+def complete_folder(directory: Path, name: str, stems: tuple[str, ...]) -> tuple[Path | None, str]:
+    """The first of ``directory/name`` and ``directory`` that holds all ``stems``, or why none."""
     checked = []
     for candidate in (directory / name, directory):
-        found = find_files(candidate)
-        if len(found) == 4:
+        found = find_files(candidate, stems)
+        if len(found) == len(stems):
             return candidate, ""
         if found:
-            missing = [stem for stem in FILE_STEMS if stem not in found]
+            missing = [stem for stem in stems if stem not in found]
             checked.append(f"{candidate} lacks {', '.join(missing)}")
     return None, "; ".join(checked) or f"no {name} IDX files in {directory / name} or {directory}"
 
 
 def _read_known(
-    folder: Path, origin: str, name: str, notes: list[str]
+    folder: Path, origin: str, name: str, notes: list[str], stems: tuple[str, ...]
 ) -> dict[str, LoadedFile] | None:
     """Read a complete folder as dataset ``name``; None (noted) if it is another known dataset.
 
     ``MLPLAB_DATA`` may hold one dataset's files directly, so finding Fashion-MNIST there while
     looking for MNIST is no corruption: note it and search on. Anything else that fails is an error.
     """
-    files = find_files(folder)
+    files = find_files(folder, stems)
     try:
         return read_files(files, origin, name)
     except DataError as error:
@@ -459,17 +480,86 @@ def _read_known(
     return None
 
 
+def describe_folder(directory: Path) -> str | None:
+    """What stands at ``directory`` when it is not a folder (None when it is one)."""
+    what = describe_entry(directory)
+    if what is None:
+        return "a file, not a folder"
+    return None if what == "a directory" else what
+
+
+def search(
+    name: str, data_dir: str | Path | None, stems: tuple[str, ...], notes: list[str]
+) -> dict[str, LoadedFile] | None:
+    """Find, read and verify the files ``stems`` of the known dataset ``name`` without downloading.
+
+    Follows steps 1 to 4 of this module's docstring; places passed over go into ``notes``.
+
+    Returns
+    -------
+    dict of str to LoadedFile or None
+        By standard file name, in ``stems`` order; None when no place holds them all.
+
+    Raises
+    ------
+    DataError
+        If a file that was found is corrupt, or ``data_dir`` lacks the files.
+    """
+    if data_dir is not None:
+        directory = Path(data_dir).expanduser()
+        if (what := describe_folder(directory)) is not None:
+            if what == "missing":
+                raise DataError(f"--data-dir {directory}: no such folder; {fix_hint(name)}")
+            raise DataError(f"--data-dir {directory}: is {what}; give a folder of IDX files")
+        folder, why = complete_folder(directory, name, stems)
+        if folder is None:
+            expected = ", ".join(f"{stem}[.gz]" for stem in stems)
+            raise DataError(f"--data-dir {directory}: {why}; expected {expected}")
+        return _read_known(folder, "explicit", name, notes, stems)
+
+    env = os.environ.get("MLPLAB_DATA")
+    if not env:
+        notes.append("MLPLAB_DATA not set")
+    elif (what := describe_folder(Path(env).expanduser())) is not None:
+        notes.append(f"MLPLAB_DATA={env} {'does not exist' if what == 'missing' else 'is ' + what}")
+    else:
+        folder, why = complete_folder(Path(env).expanduser(), name, stems)
+        if folder is None:
+            notes.append(f"MLPLAB_DATA: {why}")
+        elif (loaded := _read_known(folder, "env", name, notes, stems)) is not None:
+            return loaded
+
+    cache = cache_dir(name)
+    cached = find_files(cache, stems)
+    if len(cached) == len(stems):
+        return read_files(cached, "cache", name)
+    notes.append(f"cache {cache}: {'incomplete' if cached else 'empty'}")
+
+    for system in SYSTEM_DIRS.get(name, []):
+        if len(find_files(Path(system), stems)) != len(stems):
+            notes.append(
+                f"system copy {system}: {'incomplete' if Path(system).is_dir() else 'absent'}"
+            )
+        elif (loaded := _read_known(Path(system), "system", name, notes, stems)) is not None:
+            return loaded
+    return None
+
+
 def locate(
-    name: str, data_dir: str | Path | None, download: bool, progress: bool
+    name: str,
+    data_dir: str | Path | None,
+    download: bool,
+    progress: bool,
+    stems: tuple[str, ...] = FILE_STEMS,
 ) -> tuple[dict[str, LoadedFile], list[str]]:
-    """Find, read and verify the four files of the known dataset ``name``.
+    """Find, read and verify the files ``stems`` (all four by default) of the known dataset ``name``.
 
     Follows the search order of this module's docstring.
 
     Returns
     -------
     files : dict of str to LoadedFile
-        By standard file name, in :data:`FILE_STEMS` order.
+        By standard file name, in ``stems`` order.
     notes : list of str
         Places that were looked at and passed over, and why (e.g. ``MLPLAB_DATA`` pointing nowhere).
 
@@ -480,44 +570,11 @@ def locate(
         them and they could not be downloaded: one message listing every place looked at.
     """
     notes: list[str] = []
-    if data_dir is not None:
-        directory = Path(data_dir).expanduser()
-        if not directory.is_dir():
-            raise DataError(f"--data-dir {directory}: no such folder; {fix_hint(name)}")
-        folder, why = _complete_folder(directory, name)
-        if folder is None:
-            raise DataError(
-                f"--data-dir {directory}: {why}; expected {', '.join(f'{s}[.gz]' for s in FILE_STEMS)}"
-            )
-        return _read_known(folder, "explicit", name, notes), notes
-
-    env = os.environ.get("MLPLAB_DATA")
-    if not env:
-        notes.append("MLPLAB_DATA not set")
-    elif not Path(env).expanduser().is_dir():
-        notes.append(f"MLPLAB_DATA={env} does not exist")
-    else:
-        folder, why = _complete_folder(Path(env).expanduser(), name)
-        if folder is None:
-            notes.append(f"MLPLAB_DATA: {why}")
-        elif (loaded := _read_known(folder, "env", name, notes)) is not None:
-            return loaded, notes
-
-    cache = cache_dir(name)
-    if len(find_files(cache)) == 4:
-        return read_files(find_files(cache), "cache", name), notes
-    notes.append(f"cache {cache}: {'incomplete' if find_files(cache) else 'empty'}")
-
-    for system in SYSTEM_DIRS.get(name, []):
-        if len(find_files(Path(system))) != 4:
-            notes.append(
-                f"system copy {system}: {'incomplete' if Path(system).is_dir() else 'absent'}"
-            )
-        elif (loaded := _read_known(Path(system), "system", name, notes)) is not None:
-            return loaded, notes
-
+    loaded = search(name, data_dir, stems, notes)
+    if loaded is not None:
+        return loaded, notes
     if download:
-        loaded = fill_folder(name, cache, "cache", progress, notes)
+        loaded = fill_folder(name, cache_dir(name), "cache", progress, notes, stems)
         if loaded is not None:
             return loaded, notes
     else:

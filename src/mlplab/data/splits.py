@@ -107,7 +107,7 @@ def validation_split(
     return np.flatnonzero(~in_validation), np.flatnonzero(in_validation)
 
 
-def test_halves(n_test: int = 10000) -> tuple[np.ndarray, np.ndarray]:
+def halve_test_set(n_test: int = 10000) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the first and the last half of the test set (5,000 each for MNIST).
 
     Parameters
@@ -124,10 +124,6 @@ def test_halves(n_test: int = 10000) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError(f"cannot halve a test set of {n_test} images")
     half = n_test // 2
     return np.arange(half), np.arange(half, n_test)
-
-
-# The name starts with "test": keep pytest from collecting it where a test module imports it.
-test_halves.__test__ = False
 
 
 @dataclass(frozen=True)
@@ -187,7 +183,7 @@ def evaluation_split(
         train, held_out = validation_split(train_labels, validation, seed)
         return EvaluationSplit(protocol, train, held_out, "train", np.arange(n_test))
     if protocol == "book":
-        first, last = test_halves(n_test)
+        first, last = halve_test_set(n_test)
         return EvaluationSplit(protocol, np.arange(n_train), first, "test", last)
     if protocol == "none":
         return EvaluationSplit(protocol, np.arange(n_train), None, None, np.arange(n_test))
