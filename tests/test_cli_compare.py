@@ -356,7 +356,10 @@ def test_runs_lists_every_trial_with_its_accuracies(store_path, capsys):
         "val", "%", "epochs", "seconds",
     ]  # fmt: skip
     assert len(lines) == 11
-    assert "950:relu,50:sigmoid lr=0.001" in lines[1]
+    # Grouped by configuration, then by seed, although the trials were added interleaved.
+    assert [line.split()[1:3] for line in lines[1:]] == [
+        [f"lr={rate}", str(seed)] for rate in ("0.001", "0.01") for seed in range(5)
+    ]
     assert lines[1].split()[-5:] == ["99.00", "98.00", "98.50", "15", "12.2"]
 
 

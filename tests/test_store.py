@@ -74,11 +74,23 @@ def test_a_trial_comes_back_exactly_as_it_was_added(tmp_path):
     assert back.trial_key == record.trial_key and back.config_hash == record.config_hash
 
 
+def test_test_labels_are_kept_once_per_test_set(tmp_path):
+    with Store(tmp_path / "results.db") as store:
+        for seed in range(3):
+            store.add(make_record(seed))
+        np.testing.assert_array_equal(store.test_labels(labels_sha256(LABELS)), LABELS)
+        assert store.test_labels("0" * 64) is None
+    with sqlite3.connect(tmp_path / "results.db") as connection:
+        assert connection.execute("SELECT count(*) FROM test_sets").fetchone() == (1,)
+    connection.close()
+
+
 def test_predictions_are_stored_one_byte_per_image(tmp_path):
     with Store(tmp_path / "results.db") as store:
         store.add(make_record(0))
     with sqlite3.connect(tmp_path / "results.db") as connection:
         (size,) = connection.execute("SELECT length(predictions) FROM trials").fetchone()
+    connection.close()
     assert size == N_TEST
 
 

@@ -164,6 +164,21 @@ def _sort_key(records, key: str):
     return [r for _, r in present] + missing  # trials without the value go last
 
 
+def _by_configuration(records):
+    """Trials grouped by configuration (in order of each one's first trial), then by seed."""
+    from mlplab.experiments.store import seed_of
+
+    first: dict[str, int] = {}
+    for record in records:
+        first.setdefault(record.config_hash, len(first))
+
+    def key(record):
+        seed = seed_of(record)
+        return first[record.config_hash], (0, seed) if isinstance(seed, int) else (1, str(seed))
+
+    return sorted(records, key=key)
+
+
 def _cell(value, key: str) -> str:
     if value is None:
         return "-"
@@ -185,6 +200,8 @@ def run_runs(args) -> int:
         several_sweeps = args.sweep is None and len(store.sweeps()) > 1
     if args.sort:
         records = _sort_key(records, args.sort)
+    else:
+        records = _by_configuration(records)
     if args.limit is not None:
         records = records[: args.limit]
     columns = list(RUN_COLUMNS)
