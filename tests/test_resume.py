@@ -200,8 +200,9 @@ def test_max_steps_then_resume_is_bit_identical_to_an_uninterrupted_run(data, tm
     state = read_archive(checkpoint, CHECKPOINT_FORMAT).metadata["state"]
     assert state["step"] == max_steps
     # Resuming with the same max_steps has nothing left to do; without it, the run goes on.
-    again, _ = run(data, 3, checkpoint, resume=True, max_steps=max_steps, **options)
+    again, again_history = run(data, 3, checkpoint, resume=True, max_steps=max_steps, **options)
     assert_same_weights(again, stopped)
+    assert_same_history(again_history, stopped_history)
     resumed, resumed_history = run(data, 3, checkpoint, resume=True, **options)
     assert resumed_history["steps"] == [15, 8, 4]
     assert_same_weights(resumed, reference)

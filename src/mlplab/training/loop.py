@@ -306,9 +306,13 @@ def fit(
     checkpoint_path : path, optional
         Written atomically after every epoch, and when ``max_steps`` stops inside one.
     resume : bool
-        Continue from ``checkpoint_path`` if it exists. The checkpoint must have been made with
-        the same settings (all but ``epochs``, ``max_steps`` and ``threads``), and with the same
-        ``epochs`` too when the schedule depends on the total length; ConfigError otherwise.
+        Continue from ``checkpoint_path`` if it exists, exactly where it stopped (inside an
+        epoch after ``max_steps``). The checkpoint must have been made with the same settings:
+        only ``epochs``, ``max_steps`` and ``threads`` may differ, and a schedule planned for a
+        length of training (cosine, one-cycle) must be planned for the same length, since a
+        longer one differs from its first step; ConfigError otherwise, naming what differs.
+        More epochs with a schedule that does not depend on the length (constant, step,
+        warm-up) continue exactly as a run given that many epochs from the start.
     max_steps : int, optional
         Stop after this many optimizer steps in all (counted across resumes).
     callbacks : iterable
@@ -340,24 +344,24 @@ def fit(
         n_validation=None if validation_data is None else len(validation_data[1]),
     )
     training = _Training(
-        network,
-        loss,
-        x,
-        y,
-        optimizer,
-        epochs,
-        ramp,
-        schedule,
-        validation_data,
-        regularization,
-        early_stopping,
-        order_seed,
-        None if checkpoint_path is None else Path(checkpoint_path),
-        settings,
-        max_steps,
-        progress,
-        tuple(callbacks),
-        _train_measure_subset(x, y, order_seed),
+        network=network,
+        loss=loss,
+        x=x,
+        y=y,
+        optimizer=optimizer,
+        epochs=epochs,
+        ramp=ramp,
+        schedule=schedule,
+        validation_data=validation_data,
+        regularization=regularization,
+        early_stopping=early_stopping,
+        order_seed=order_seed,
+        checkpoint_path=None if checkpoint_path is None else Path(checkpoint_path),
+        settings=settings,
+        max_steps=max_steps,
+        progress=progress,
+        callbacks=tuple(callbacks),
+        train_measure=_train_measure_subset(x, y, order_seed),
     )
     state = TrainingState()
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -367,11 +371,13 @@ def fit(
     # Overflow on the way to a NaN is reported once, by the divergence guard, not as warnings.
     with thread_limit(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while not _done(training, state):
-            if not _run_epoch(training, state):
-                _stop_inside_epoch(training, state)
+            if not _run_epoch(training, state):  # max_steps stopped it inside the epoch
+                _checkpoint(training, state, finished=False)
                 break
             if _end_of_epoch(training, state):
                 break
+        if state.batch_index > 0:  # also when resumed inside an epoch with nothing left to do
+            _report_partial_epoch(training, state)
     return _finish(network, state.history, state.best_arrays)
 
 
@@ -411,13 +417,7 @@ def _run_epoch(training: _Training, state: TrainingState) -> bool:
         while state.batch_index < n_steps:
             if training.max_steps is not None and state.step >= training.max_steps:
                 return False
-            progress = state.epoch + state.batch_index / n_steps
-            learning_rate = training.schedule(progress)
-            if not (math.isfinite(learning_rate) and learning_rate >= 0):
-                raise ConfigError(
-                    f"the learning-rate schedule gave {learning_rate!r} at epoch {progress:.4g}; "
-                    "a schedule must give finite, non-negative rates"
-                )
+            learning_rate = _learning_rate(training, state.epoch, state.batch_index, n_steps)
             start, stop = batch_bounds(state.batch_index, n, size)
             indices = order[start:stop]
             batch_loss, correct = _train_step(
@@ -436,6 +436,18 @@ def _run_epoch(training: _Training, state: TrainingState) -> bool:
     finally:
         bar.close()
         state.seconds += time.perf_counter() - started
+
+
+def _learning_rate(training: _Training, epoch: int, batch_index: int, n_steps: int) -> float:
+    """The schedule's rate for a batch, at ``epoch + batch_index / n_steps`` epochs of progress."""
+    progress = epoch + batch_index / n_steps
+    learning_rate = training.schedule(progress)
+    if not (math.isfinite(learning_rate) and learning_rate >= 0):
+        raise ConfigError(
+            f"the learning-rate schedule gave {learning_rate!r} at epoch {progress:.4g}; "
+            "a schedule must give finite, non-negative rates"
+        )
+    return learning_rate
 
 
 def _train_step(training: _Training, xb, yb, learning_rate, state) -> tuple[float, int]:
@@ -463,13 +475,16 @@ def _train_step(training: _Training, xb, yb, learning_rate, state) -> tuple[floa
 def _epoch_record(training: _Training, state: TrainingState) -> dict:
     """Measure the weights as they are now and describe the epoch so far."""
     network, loss = training.network, training.loss
-    learning_rate = training.optimizer.learning_rate
+    size = training.ramp.batch_size(state.epoch)
+    n_steps = steps_per_epoch(len(training.y), size)
+    # The rate of the last step taken (computed, for a run resumed with nothing left to do).
+    learning_rate = _learning_rate(training, state.epoch, state.batch_index - 1, n_steps)
     if not all(np.isfinite(p).all() for p in network.params.values()):
         _diverged(training, state, "a weight became NaN or Inf", learning_rate, state.batch_index)
     record = {
         "epoch": state.epoch + 1,
         "learning_rate": learning_rate,
-        "batch_size": training.ramp.batch_size(state.epoch),
+        "batch_size": size,
         "steps": state.batch_index,
         "train_loss_running": state.loss_sum / state.seen,
         "train_accuracy_running": state.correct / state.seen,
@@ -514,13 +529,12 @@ def _end_of_epoch(training: _Training, state: TrainingState) -> bool:
     return stop
 
 
-def _stop_inside_epoch(training: _Training, state: TrainingState) -> None:
-    """``max_steps`` stopped the epoch: checkpoint it as it stands, then report it as partial."""
-    _checkpoint(training, state, finished=False)
+def _report_partial_epoch(training: _Training, state: TrainingState) -> None:
+    """Add a row for the epoch ``max_steps`` stopped inside (the checkpoint keeps none)."""
     started = time.perf_counter()
     record = _epoch_record(training, state)
     record["seconds"] = state.seconds + time.perf_counter() - started
-    state.history.append(**record)  # after the checkpoint, which keeps complete epochs only
+    state.history.append(**record)
 
 
 def _checkpoint(training: _Training, state: TrainingState, finished: bool) -> None:
