@@ -31,6 +31,7 @@ RUN_FILES = [
     "evaluation.txt",
     "confusion.png",
     "misclassified.png",
+    "predictions.npz",
 ]
 # --validation: the default holdout of 5000 images is larger than the 2000-image fixture.
 TRAIN = ["train", "--dataset", str(MNIST_SMALL), "--validation", "200", "--threads", "1"]
@@ -202,12 +203,17 @@ def test_book_protocol_validates_on_the_first_test_half_and_reports_the_last(tmp
         (["--crop-border", "14"], "crop_border"),
         (["--monitor", "acc", "--early-stopping", "2"], "acc"),
         (["--dtype", "float16"], "float16"),
+        (["--seed", "-1"], "seed"),
+        (["--split-seed", "-3"], "split_seed"),
+        (["--schedule", "step", "--gamma", "0"], "gamma"),
+        (["--arch", "100000000:relu"], "--allow-large"),
     ],
 )
 def test_user_errors_exit_2_with_one_line_naming_the_problem(tmp_path, capsys, flags, named):
     code = main([*TRAIN, "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"), *flags])
     assert code == 2
     assert named in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()  # every setting is checked before the folder is made
 
 
 def test_missing_config_file_exits_2_naming_it(tmp_path, capsys):
@@ -405,3 +411,238 @@ def test_predict_of_a_missing_image_exits_2_naming_it(run, tmp_path, capsys):
     out, _ = run
     assert main(["predict", str(out), str(tmp_path / "absent.png")]) == 2
     assert "absent.png" in one_line_error(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------ seeds, flags, help
+def test_evaluation_and_model_record_the_resolved_seeds(run):
+    out, _ = run
+    seeds = json.loads((out / "evaluation.json").read_text())["seeds"]
+    assert set(seeds) == {"seed", "split", "init", "order", "dropout"} and seeds["seed"] == 0
+    assert Model.load(out / "model.npz").metadata["seeds"] == seeds
+
+
+def test_seed_flags_set_the_named_seeds(tmp_path):
+    from mlplab.cli import build_parser
+    from mlplab.cli.train import resolve_config
+
+    args = build_parser().parse_args(["train", "--seed", "4", "--split-seed", "0"])
+    seeds = resolve_config(args).resolved_seeds()
+    assert seeds["seed"] == 4 and seeds["split"] == 0 and seeds["init"] not in (0, 4)
+
+
+def test_step_schedule_flags_set_its_length_and_factor():
+    from mlplab.cli import build_parser
+    from mlplab.cli.train import resolve_config
+    from mlplab.training.runs import training_options
+
+    args = build_parser().parse_args(
+        ["train", "--schedule", "step", "--every-epochs", "2", "--gamma", "0.1", "--lr", "1"]
+    )
+    config = resolve_config(args)
+    assert config.schedule.options == {"every_epochs": 2.0, "gamma": 0.1}
+    schedule = training_options(config)["schedule"]
+    assert schedule(1.9) == pytest.approx(1.0) and schedule(2.0) == pytest.approx(0.1)
+
+
+def test_train_help_shows_the_default_of_every_setting_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    for flag, default in [
+        ("--epochs", "15"),
+        ("--batch-size", "128"),
+        ("--optimizer", "'adam'"),
+        ("--lr", "0.001"),
+        ("--seed", "0"),
+        ("--split-seed", "-1"),
+        ("--arch", "'1000:relu'"),
+    ]:
+        assert re.search(rf"{flag} \S+ .*?\(default: {re.escape(default)}\)", text), flag
+
+
+def test_every_train_and_eval_option_has_help_and_eval_has_a_description(capsys):
+    from mlplab.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("train", "eval"):
+        for action in commands[name]._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    assert commands["eval"].description and "test" in commands["eval"].description
+
+
+# ------------------------------------------------------------------ run folders
+HOLD_LOCK = """
+import sys, time
+from mlplab.training.run_folder import locked_run_folder
+with locked_run_folder(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused_naming_the_process(tmp_path, capsys):
+    out = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main([*TRAIN, "--arch", "16:relu", "--epochs", "1", "--quiet", "--out", str(out)])
+        assert code == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert f"process {holder.pid}" in line and "in use" in line
+        assert not (out / "config.toml").exists() and not (out / "model.npz").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_runs_without_out_started_in_the_same_second_get_their_own_folders(
+    tmp_path, monkeypatch, capsys
+):
+    from mlplab.training import run_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_folder.time, "strftime", lambda _: "20260101-120000")
+    for _ in range(2):
+        assert main([*TRAIN, "--arch", "16:relu", "--epochs", "1", "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert [folder.name for folder in folders] == ["20260101-120000", "20260101-120000-2"]
+    for folder in folders:
+        assert (
+            folder / "model.npz"
+        ).is_file() and f"Saved in {Path('runs') / folder.name}/" in stdout
+
+
+def test_out_naming_an_existing_file_is_refused_and_the_file_kept(tmp_path, capsys):
+    path = tmp_path / "results.txt"
+    path.write_text("keep me")
+    assert main([*TRAIN, "--epochs", "1", "--quiet", "--out", str(path)]) == 2
+    assert "is a file" in one_line_error(capsys.readouterr().err)
+    assert path.read_text() == "keep me"
+
+
+def test_a_binary_file_given_as_config_is_a_one_line_error(tmp_path, capsys):
+    binary = tmp_path / "model.npz"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main([*TRAIN, "--config", str(binary), "--out", str(tmp_path / "r")]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "model.npz" in line and "not a text file" in line
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------ resume
+def test_resume_with_more_epochs_continues_the_run_as_the_readme_says(tmp_path, capsys):
+    out = tmp_path / "forum"
+    first = [*TRAIN, "--arch", "16:relu", "--schedule", "constant", "--quiet", "--out", str(out)]
+    assert main([*first, "--epochs", "1"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
+    history = json.loads((out / "history.json").read_text())["columns"]
+    assert history["epoch"] == [1, 2]
+    assert "epochs = 2" in (out / "config.toml").read_text()
+    assert json.loads((out / "evaluation.json").read_text())["epochs_run"] == 2
+
+
+def test_resume_with_a_changed_setting_is_refused_and_changes_no_file(run, capsys):
+    out, _ = run
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    code = main(["train", "--out", str(out), "--resume", "--lr", "0.5", "--quiet"])
+    assert code == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "optimizer.learning_rate" in line and "--resume" not in line.split("differ")[1][:40]
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_resume_needs_out(capsys):
+    assert main(["train", "--resume", "--quiet"]) == 2
+    assert "--out" in one_line_error(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------ odd data
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file of uint8 values (magic 0x08, then the dimensions)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(size).to_bytes(4, "big") for size in array.shape
+    )
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def test_a_test_set_of_one_image_trains_and_reports_without_halves(tmp_path, capsys):
+    data = load_dataset(MNIST_SMALL)
+    folder = tmp_path / "one-test-image"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", data.train_images[:300])
+    write_idx(folder / "train-labels-idx1-ubyte", data.train_labels[:300])
+    write_idx(folder / "t10k-images-idx3-ubyte", data.test_images[:1])
+    write_idx(folder / "t10k-labels-idx1-ubyte", data.test_labels[:1])
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(folder),
+            "--protocol",
+            "none",
+            "--arch",
+            "16:relu",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "test, full set" in captured.out and "/1)" in captured.out
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["total"] == 1 and "first_half" not in evaluation
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+FASHION_CLASSES += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_eval_refuses_a_model_of_other_classes_unless_forced(run, tmp_path, capsys):
+    out, _ = run
+    # The run's model as if trained on Fashion-MNIST: same arrays, Fashion-MNIST's classes.
+    model = Model.load(out / "model.npz")
+    model.class_names = FASHION_CLASSES
+    fashion_model = tmp_path / "fashion.npz"
+    model.save(fashion_model, {"dataset": "fashion-mnist"})
+    assert main(["eval", str(fashion_model), "--dataset", str(MNIST_SMALL)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "fashion-mnist" in line and "mnist-small" in line and "--force" in line
+    code = main(["eval", str(fashion_model), "--dataset", str(MNIST_SMALL), "--force", "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 500
+
+
+def test_eval_json_prints_null_for_a_non_finite_loss(run, capsys, monkeypatch):
+    out, _ = run
+    evaluate = Model.evaluate
+
+    def diverged(self, x, y, halves=True):
+        return {**evaluate(self, x, y, halves), "loss": float("nan")}
+
+    monkeypatch.setattr(Model, "evaluate", diverged)
+    assert main(["eval", str(out), "--dataset", str(MNIST_SMALL), "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert "NaN" not in printed and json.loads(printed)["loss"] is None
+
+
+def test_eval_reads_only_the_test_files(run, tmp_path, capsys):
+    out, _ = run
+    folder = tmp_path / "test-only"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes((MNIST_SMALL / name).read_bytes())
+    code = main(["eval", str(out), "--dataset", str(folder), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    stored = json.loads((out / "evaluation.json").read_text())
+    assert json.loads(captured.out)["accuracy"] == stored["accuracy"]

@@ -57,8 +57,8 @@ RESUMABLE_KEYS = frozenset(
 )
 # Arrays held per parameter besides the weights themselves and their gradient.
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
-# Per unit and example of a batch: the layer output, its gradient, a pre-activation and a mask.
-ARRAYS_PER_UNIT = 4
+# Per unit and example of a batch: the node's output, its gradient, and a mask or cached input.
+ARRAYS_PER_UNIT = 3
 EVALUATION_BATCH = 1000  # predict_logits' default batch, used for validation and test
 
 
@@ -378,24 +378,28 @@ def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_byt
 
 
 def _network_size(spec, input_size: int, n_classes: int) -> tuple[int, int]:
-    """(parameters, units) of a network, counted without building it."""
+    """(parameters, units) of a network, counted without building it.
+
+    Units are the output widths of every node, the output included (the engine's definition):
+    a ``1000:relu`` layer is a dense node and a relu node, 2000 units.
+    """
     counter = getattr(architectures, "network_size", None)
     if counter is not None:  # the engine's own count (H1), exact for graphs too
         size = counter(spec, input_size, n_classes)
         return int(size.n_params), int(size.n_units)
-    if not isinstance(spec, str):  # a graph spec: count its dense nodes' units
-        units = [int(node.get("units", 0)) for node in spec.get("nodes", [])]
-        width = max([input_size, *units])
-        return sum(units) * (width + 1) + n_classes * (width + 1), sum(units) + n_classes
-    params, units, previous = 0, 0, input_size
+    if not isinstance(spec, str):  # a graph spec without the engine's count: its widest node
+        widths = [int(node.get("units", 0)) for node in spec.get("nodes", [])]
+        width = max([input_size, n_classes, *widths])
+        return len(widths) * (width + 1) * width, len(widths) * width
+    params, units, width = 0, 0, input_size
     for layer, options in architectures.parse_architecture(spec):
         if layer == "dense":
-            params += (previous + 1) * options["units"]
-            units += options["units"]
-            previous = options["units"]
+            params += (width + 1) * options["units"]
+            width = options["units"]
         elif layer in ("layernorm", "batchnorm"):
-            params += 2 * previous
-    return params + (previous + 1) * n_classes, units + n_classes
+            params += 2 * width
+        units += width
+    return params + (width + 1) * n_classes, units + n_classes
 
 
 # The training loop's name for the data-order seed: `seed` until H3's `order_seed` lands.
