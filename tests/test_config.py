@@ -70,9 +70,14 @@ def full_config() -> RunConfig:
             early_stopping=2,
             monitor="val_accuracy",
             seed=9,
+            split_seed=0,
+            init_seed=5,
+            order_seed=6,
+            dropout_seed=7,
             threads=1,
             max_steps=500,
             dtype="float64",
+            allow_large=True,
         ),
     )
 
@@ -272,3 +277,49 @@ def test_graph_config_trains_through_the_cli(tmp_path, monkeypatch, capsys):
     assert metadata["config"]["model"]["nodes"] == RunConfig.from_toml(SKIP_CONCAT).model.nodes
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert 0.1 < evaluation["accuracy"] <= 1.0 and np.isfinite(evaluation["loss"])
+
+
+# ------------------------------------------------------------------ seeds and bad files
+def test_seeds_default_to_derived_and_are_resolved_from_the_master(tmp_path):
+    config = RunConfig.from_toml(write(tmp_path / "run.toml", "[training]\nseed = 3\n"))
+    assert (config.training.split_seed, config.training.dropout_seed) == (-1, -1)
+    seeds = config.resolved_seeds()
+    assert seeds["seed"] == 3 and min(seeds.values()) >= 0
+    assert RunConfig.from_toml(write(tmp_path / "again.toml", config.to_toml())) == config
+
+
+def test_resolved_seeds_of_full_config_are_those_it_gives():
+    assert full_config().resolved_seeds() == {
+        "seed": 9,
+        "split": 0,
+        "init": 5,
+        "order": 6,
+        "dropout": 7,
+    }
+
+
+def test_a_negative_master_seed_in_a_config_file_is_a_config_error(tmp_path):
+    config = RunConfig.from_toml(write(tmp_path / "run.toml", "[training]\nseed = -4\n"))
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got -4"):
+        config.validate()
+
+
+def test_a_binary_config_file_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"PK\x03\x04\xff\xfe\x00\x80" * 64)
+    with pytest.raises(ConfigError, match="weights.npz: not a text file"):
+        RunConfig.from_toml(path)
+
+
+@pytest.mark.parametrize("line", ["learning_rate = nan", "learning_rate = inf"])
+def test_a_non_finite_learning_rate_is_refused(tmp_path, line):
+    config = RunConfig.from_toml(write(tmp_path / "run.toml", f"[optimizer]\n{line}\n"))
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number"):
+        config.validate()
+
+
+def test_the_harness_seed_keys_are_fields_of_the_training_table():
+    from mlplab.experiments.records import SEED_KEYS
+
+    fields = RunConfig().to_dict()
+    assert all(key in fields[table] for table, key in SEED_KEYS)

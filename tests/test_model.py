@@ -120,3 +120,27 @@ def test_mse_model_round_trips_its_loss_and_output_activation(data, tmp_path):
     np.testing.assert_array_equal(
         loaded.predict_proba(x_test[:20]), model.predict_proba(x_test[:20])
     )
+
+
+def network_params(model: Model) -> np.ndarray:
+    params = model.network.params
+    return np.concatenate([params[name].ravel() for name in sorted(params)])
+
+
+def dropout_outputs(model: Model, x: np.ndarray) -> np.ndarray:
+    return model.network.forward(x, training=True).copy()
+
+
+def test_dropout_seed_changes_the_dropout_masks_and_not_the_initial_weights(data):
+    from mlplab.training import model as model_module
+
+    if not model_module._SEPARATE_DROPOUT_SEED:
+        pytest.skip("this engine seeds dropout from the init seed (no dropout_seed yet)")
+    x = data[0][:8]
+    arch = "32:relu:dropout(0.5)"
+    first = Model.build(arch, 784, CLASSES, seed=3, dropout_seed=0)
+    same = Model.build(arch, 784, CLASSES, seed=3, dropout_seed=0)
+    other = Model.build(arch, 784, CLASSES, seed=3, dropout_seed=1)
+    np.testing.assert_array_equal(network_params(first), network_params(other))
+    np.testing.assert_array_equal(dropout_outputs(first, x), dropout_outputs(same, x))
+    assert not np.array_equal(dropout_outputs(first, x), dropout_outputs(other, x))
