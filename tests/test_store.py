@@ -169,10 +169,13 @@ def test_where_matches_config_keys_given_as_text(tmp_path):
 
 
 def test_nan_metrics_are_stored_as_null(tmp_path):
+    metrics = {"test_loss": float("nan"), "x": np.float32(0.5), "y": np.float32("inf")}
+    history = {"val_loss": np.array([0.5, np.nan]), "train_loss": [np.float64("nan")]}
     with Store(tmp_path / "results.db") as store:
-        store.add(make_record(0, metrics={"test_loss": float("nan"), "x": np.float32(0.5)}))
+        store.add(make_record(0, metrics=metrics, history=history))
         (back,) = store.trials()
-    assert back.metrics == {"test_loss": None, "x": 0.5}
+    assert back.metrics == {"test_loss": None, "x": 0.5, "y": None}
+    assert back.history == {"val_loss": [0.5, None], "train_loss": [None]}
 
 
 @pytest.mark.parametrize(
@@ -214,13 +217,18 @@ def test_a_file_that_is_not_sqlite_is_refused_naming_it(tmp_path):
         Store(path)
 
 
-def test_an_sqlite_file_without_our_tables_is_refused(tmp_path):
+@pytest.mark.parametrize("table", ["birds", "trials"])  # Optuna's storage has a `trials` table
+def test_an_sqlite_file_without_our_tables_is_refused_and_left_alone(tmp_path, table):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE birds (name TEXT)")
+        connection.execute(f"CREATE TABLE {table} (name TEXT)")
     connection.close()
     with pytest.raises(DataError, match=r"other\.db: an SQLite database without mlplab's tables"):
         Store(path)
+    with sqlite3.connect(path) as connection:
+        names = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        assert [name for (name,) in names] == [table]
+    connection.close()
 
 
 def test_a_store_from_a_newer_mlplab_is_refused(tmp_path):
@@ -297,8 +305,8 @@ def test_sigkill_at_random_moments_loses_no_finished_trial_and_leaves_no_partial
         reported = [int(writer.stdout.readline()) for _ in range(rng.integers(1, 40))]
         time.sleep(rng.uniform(0.0, 0.01))
         writer.send_signal(signal.SIGKILL)
-        writer.wait()
-        reported += [int(line) for line in writer.stdout.read().split()]
+        rest, _ = writer.communicate()
+        reported += [int(line) for line in rest.split()]
         seeds = _check_complete(path)
         # Every trial whose `add` returned is there; a single writer commits in order, so the
         # stored trials are 0..k-1, and no kill took away a trial stored before it.
@@ -308,7 +316,8 @@ def test_sigkill_at_random_moments_loses_no_finished_trial_and_leaves_no_partial
         previous = seeds
     assert 0 < len(previous) < total, "the kills should land mid-sweep; adjust the timing"
     finisher = _writer(path, 0, total)
-    assert finisher.wait() == 0, finisher.stderr.read().decode()
+    _, errors = finisher.communicate(timeout=120)
+    assert finisher.returncode == 0, errors.decode()
     assert _check_complete(path) == list(range(total))
 
 
@@ -318,7 +327,8 @@ def test_two_processes_writing_one_store_at_once_lose_nothing(tmp_path):
     # Overlapping ranges: trials 30..59 are written by both, as by two copies of one sweep.
     writers = [_writer(path, 0, 60), _writer(path, 30, 90)]
     for writer in writers:
-        assert writer.wait(timeout=120) == 0, writer.stderr.read().decode()
+        _, errors = writer.communicate(timeout=120)
+        assert writer.returncode == 0, errors.decode()
     assert _check_complete(path) == list(range(90))
 
 
@@ -331,7 +341,8 @@ def test_readers_see_the_store_while_a_writer_works(tmp_path):
         with Store(path, create=False) as store:
             counts.append(len(store.finished_keys()))
         time.sleep(0.05)
-    assert writer.returncode == 0, writer.stderr.read().decode()
+    _, errors = writer.communicate()
+    assert writer.returncode == 0, errors.decode()
     assert counts == sorted(counts)
     with Store(path, create=False) as store:
         assert len(store.trials()) == 200

@@ -430,8 +430,14 @@ def _labels_from_dataset(sides: list[Side], digest: str) -> np.ndarray | None:
         if not data.get("dataset") or not digest:
             continue
         try:
-            dataset = load_dataset(data["dataset"], data.get("data_dir") or None, progress=False)
-        except (MlplabError, TypeError):
+            dataset = load_dataset(
+                data["dataset"],
+                data.get("data_dir") or None,
+                download=False,  # a comparison never downloads; without the data, no McNemar
+                progress=False,
+                parts=("test",),
+            )
+        except (MlplabError, OSError, TypeError):
             continue
         if labels_sha256(dataset.test_labels) == digest:
             return np.asarray(dataset.test_labels)
@@ -489,15 +495,19 @@ def _accuracy_summary(side: Side) -> dict:
     return result
 
 
-def compare_sides(a: Side, b: Side, seed=None) -> dict:
-    """Everything ``compare`` reports about B against A, as a JSON-ready dict."""
+def compare_sides(a: Side, b: Side, seed=None, labels: np.ndarray | None = None) -> dict:
+    """Everything ``compare`` reports about B against A, as a JSON-ready dict.
+
+    ``labels`` are the test labels both were scored on, if already known (else looked up).
+    """
     from mlplab.experiments.stats import (
         mcnemar_exact,
         newcombe_paired_interval,
         paired_seed_test,
     )
 
-    _, labels = _test_set([a, b])
+    if labels is None:
+        _, labels = _test_set([a, b])
     result = {"a": _accuracy_summary(a), "b": _accuracy_summary(b)}
     result["mcnemar"] = None
     pair = _pick_runs(a, b, seed)
@@ -647,9 +657,9 @@ def run_compare(args) -> int:
     if len(args.operands) < 2:
         raise ConfigError("compare needs at least two runs or configurations: A B [C ...]")
     sides = [resolve_operand(text, args.sweep) for text in args.operands]
-    _test_set(sides)  # every operand on one test set, before anything is computed
+    _, labels = _test_set(sides)  # every operand on one test set, before anything is computed
     baseline = sides[0]
-    results = [compare_sides(baseline, other, args.seed) for other in sides[1:]]
+    results = [compare_sides(baseline, other, args.seed, labels) for other in sides[1:]]
     correction = ""
     if len(results) > 1:
         adjusted = holm([result["p_value"] for result in results])

@@ -169,6 +169,9 @@ class Store:
             # FULL: a committed trial survives even a power cut, not only a killed process.
             self._connection.execute("PRAGMA synchronous = FULL")
             self._prepare_schema()
+        except DataError:
+            self.close()
+            raise
         except sqlite3.DatabaseError as error:
             self.close()
             if "locked" in str(error) or "busy" in str(error):
@@ -181,14 +184,15 @@ class Store:
     # -- opening -------------------------------------------------------------------------------
 
     def _prepare_schema(self) -> None:
-        tables = self._table_names()
-        if "mlplab_schema" not in tables:
-            if tables - {"trials"}:
-                raise DataError(
-                    f"{self.path}: an SQLite database without mlplab's tables; give a store "
-                    "written by mlplab or a new file name"
-                )
+        if "mlplab_schema" not in self._table_names():
+            # Decided inside the write lock: another process may be creating the same store.
             with self._transaction() as connection:
+                tables = self._table_names()
+                if tables and "mlplab_schema" not in tables:
+                    raise DataError(
+                        f"{self.path}: an SQLite database without mlplab's tables; give a "
+                        "store written by mlplab or a new file name"
+                    )
                 # One statement at a time: executescript would commit our transaction early.
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -404,7 +408,7 @@ def _plain(value):
             return None
         return value
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _finite(value.tolist())
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
