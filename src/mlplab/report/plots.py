@@ -89,7 +89,7 @@ def _zoom_limits(values: list[np.ndarray], chance: float) -> tuple[float, float]
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return max(chance, 0.9), 1.0
-    low = math.floor(float(finite.min()) * 20) / 20  # down to a multiple of 0.05
+    low = math.floor((float(finite.min()) - 0.005) * 20) / 20  # a multiple of 0.05 below it
     return max(chance, min(low, 1.0 - _MIN_ZOOM_SPAN)), 1.0
 
 
@@ -160,7 +160,15 @@ def curves_figure(
 
     rate = _series(history, "learning_rate", len(epochs))
     if rate is not None:
-        rate_axes.plot(epochs[: len(rate)], rate, "-", color="tab:purple", marker="o", ms=3)
+        rate_axes.plot(
+            epochs[: len(rate)],
+            rate,
+            "-",
+            color="tab:purple",
+            marker="o",
+            ms=3,
+            label="learning rate",
+        )
         rate_axes.set_ylim(bottom=0)
     rate_axes.set_title("learning rate" + (" and batch size" if _varies(history) else ""))
     rate_axes.set_ylabel("learning rate")
@@ -176,7 +184,9 @@ def curves_figure(
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5" ticks
         axes.grid(alpha=0.3)
         if best_epoch:
-            axes.axvline(best_epoch, color=BEST_COLOUR, ls="-.", lw=1.2, label="best epoch")
+            axes.axvline(
+                best_epoch, color=BEST_COLOUR, ls="-.", lw=1.2, label="best epoch (weights kept)"
+            )
         if not axes.has_data():
             message = "no learning rate recorded" if axes is rate_axes else "nothing recorded"
             axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
@@ -205,7 +215,9 @@ def _mark_best(history, epochs, best_epoch, axes_list) -> None:
             values = _series(history, f"{prefix}_{quantity}", len(epochs))
             if values is not None and index[0] < len(values) and np.isfinite(values[index[0]]):
                 value = values[index[0]]
-                axes.plot([best_epoch], [value], "*", color=BEST_COLOUR, ms=12, zorder=5)
+                axes.plot(
+                    [best_epoch], [value], "*", color=BEST_COLOUR, ms=12, zorder=5, label="_best"
+                )
                 break
 
 
@@ -265,6 +277,8 @@ def confusion_figure(confusion, class_names, title: str | None = None) -> Figure
     )
     colour_bar = figure.colorbar(image, ax=axes, shrink=0.8)
     colour_bar.set_label("misclassified examples (off-diagonal count)")
+    colour_bar.locator = MaxNLocator(integer=True)  # no "2.5 errors" ticks
+    colour_bar.update_ticks()
     figure.tight_layout()
     return figure
 
@@ -321,9 +335,31 @@ def misclassified_figure(
         figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=12)
         return figure
 
+    which = "most confident" if confidence is not None else "first"
+    lines = [title] if title else []
+    lines.append(f"misclassified: {which} {shown.size} of {wrong.size}")
+    lines.append(
+        "true → predicted"
+        + (", p = probability given to the prediction" if confidence is not None else "")
+    )
+    # Inches: tiles 1.6 wide and 1.75 tall (image plus a two-line caption), the heading's lines
+    # above them. Fixed spacing instead of tight_layout, which would measure all 36 tiles' titles
+    # and take seconds.
     columns = math.ceil(math.sqrt(shown.size))
     rows = math.ceil(shown.size / columns)
-    figure = new_figure(1.6 * columns, 1.75 * rows + 0.7)
+    heading, tile_width, tile_height = 0.22 * len(lines) + 0.45, 1.6, 1.75
+    width = max(tile_width * columns, 5.5)
+    height = tile_height * rows + heading
+    figure = new_figure(width, height)
+    side_margin = (width - tile_width * columns) / 2 / width + 0.01
+    figure.subplots_adjust(
+        left=side_margin,
+        right=1 - side_margin,
+        bottom=0.1 / height,
+        top=1 - heading / height,
+        wspace=0.15,
+        hspace=0.45,
+    )
     brightest = 255 if images.max() > 1 else 1  # 0..255 pixels or 0..1 floats
     for slot, index in enumerate(shown):
         axes = figure.add_subplot(rows, columns, slot + 1)
@@ -332,13 +368,9 @@ def misclassified_figure(
         caption = f"{true} → {guess}"
         if confidence is not None:
             caption += f"\np={confidence[index]:.3f}"
-        axes.set_title(caption, fontsize=7)
+        axes.set_title(caption, fontsize=8)
         axes.axis("off")
-    which = "most confident" if confidence is not None else "first"
-    heading = f"misclassified: {which} {shown.size} of {wrong.size} (true → predicted"
-    heading += ", p = probability of the prediction)" if confidence is not None else ")"
-    figure.suptitle(f"{title}\n{heading}" if title else heading, fontsize=10)
-    figure.tight_layout()
+    figure.suptitle("\n".join(lines), fontsize=9, y=1 - 0.08 / height, va="top")
     return figure
 
 

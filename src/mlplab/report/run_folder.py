@@ -167,9 +167,10 @@ def _confusion(run: StoredRun) -> np.ndarray | None:
         return np.asarray(run.evaluation["confusion_matrix"])
     if run.predictions is not None and {"labels", "predicted"} <= run.predictions.keys():
         n = len(run.class_names or [])
-        labels, predicted = run.predictions["labels"], run.predictions["predicted"]
+        labels = run.predictions["labels"].astype(np.int64)  # stored as uint8
+        predicted = run.predictions["predicted"].astype(np.int64)
         n = max(n, int(labels.max(initial=-1)) + 1, int(predicted.max(initial=-1)) + 1)
-        pairs = labels.astype(np.int64) * n + predicted
+        pairs = labels * n + predicted
         return np.bincount(pairs, minlength=n * n).reshape(n, n)
     return None
 
