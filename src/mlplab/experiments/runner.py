@@ -102,6 +102,10 @@ def run_sweep(
     progress : bool
         A progress bar on stderr: trials done, running and left, and an ETA.
 
+    Local workers are started with "spawn", which imports the calling script afresh in each
+    worker: a script that calls ``run_sweep`` must do so under ``if __name__ == "__main__":``
+    (the ``mlplab sweep`` command does).
+
     Returns
     -------
     SweepOutcome
@@ -194,7 +198,8 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
                 except BrokenProcessPool:
                     labels = ", ".join(t.label for t, _ in [(trial, config), *running.values()])
                     raise MlplabError(
-                        f"a worker process died (killed, or out of memory?) while running "
+                        f"a worker process died (killed, out of memory, or a script calling "
+                        f"run_sweep without `if __name__ == '__main__':`) while running "
                         f"{labels}; finished trials are in the store: run the sweep again to "
                         "go on, with fewer --workers if memory is short"
                     ) from None
