@@ -646,3 +646,17 @@ def test_eval_reads_only_the_test_files(run, tmp_path, capsys):
     assert code == 0, captured.err
     stored = json.loads((out / "evaluation.json").read_text())
     assert json.loads(captured.out)["accuracy"] == stored["accuracy"]
+
+
+def test_resume_given_the_original_config_file_and_flags_again_continues(tmp_path, capsys):
+    out = tmp_path / "again"
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\narchitecture = "16:relu"\n[schedule]\nname = "constant"\n')
+    command = [*TRAIN, "--config", str(config), "--quiet", "--out", str(out)]
+    assert main([*command, "--epochs", "1"]) == 0
+    assert main([*command, "--epochs", "2", "--resume"]) == 0
+    assert json.loads((out / "history.json").read_text())["columns"]["epoch"] == [1, 2]
+    capsys.readouterr()
+    config.write_text('[model]\narchitecture = "32:relu"\n[schedule]\nname = "constant"\n')
+    assert main([*command, "--epochs", "3", "--resume"]) == 2
+    assert "model.architecture" in one_line_error(capsys.readouterr().err)

@@ -24,7 +24,7 @@ import inspect
 import json
 from pathlib import Path
 
-from mlplab.errors import ConfigError, DataError
+from mlplab.errors import ConfigError, DataError, MlplabError
 from mlplab.training.config import RunConfig
 from mlplab.training.run_folder import CONFIG_FILE, MODEL_FILE
 
@@ -196,11 +196,15 @@ RESUME_FLAGS = {"--epochs", "--max-steps", "--threads", "--data-dir", "--allow-l
 
 
 def resolve_config(args) -> RunConfig:
-    """Defaults, then the --config file (or the resumed run's config), then flags."""
-    if args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
-        config = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
-    elif args.config:
+    """Defaults, then the --config file (or, resuming without one, the run's config), then flags.
+
+    A resumed run given its original --config and flags again gets the same config, which the
+    resume check then finds unchanged.
+    """
+    if args.config:
         config = RunConfig.from_toml(args.config)
+    elif args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
+        config = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
     else:
         config = RunConfig()
     for flag, (table, key, _) in FLAGS.items():
@@ -250,7 +254,13 @@ def run_train(args) -> int:
     if not args.quiet:
         print(prepared.describe())
     result = train_run(prepared, out, resume=args.resume, progress=not args.quiet)
-    plot_run_folder(out, prepared.dataset.test_images)
+    try:
+        plot_run_folder(out, prepared.dataset.test_images)
+    except OSError as error:  # the run's data files are saved; only a picture is missing
+        raise MlplabError(
+            f"{out}: trained and saved, but a plot could not be written ({error.strerror or error})"
+            "; draw them later with mlplab.report.plot_run"
+        ) from None
     print(result.summary())
     names = sorted(path.name for path in out.iterdir() if not path.name.startswith("."))
     print(f"\nSaved in {out}/: {', '.join(names)}")
