@@ -43,6 +43,10 @@ from mlplab.errors import ConfigError
 INPUT = "input"
 INIT_STREAM, DROPOUT_STREAM = 0, 1  # keep the two seeds' random streams apart even when equal
 
+# Speed devices, switched off only by benchmarks/epoch_speed.py --ablation to measure their gain.
+INPLACE_ACTIVATIONS = True  # an activation may overwrite its input (see _plan_memory)
+SKIP_DATA_GRADIENT = True  # the first layer does not compute dL/d(data), which nobody reads
+
 
 def layer_rng(seed: int, stream: int, name: str) -> np.random.Generator:
     """The random generator of node ``name``: from ``seed``, the stream and the name's bytes."""
@@ -246,13 +250,14 @@ class Network:
             inputs = self.nodes[name].inputs
             source = inputs[0]
             layer.inplace = (
-                len(inputs) == 1
+                INPLACE_ACTIVATIONS
+                and len(inputs) == 1
                 and source != INPUT
                 and len(self.readers[source]) == 1
                 and not self.nodes[source].layer.caches_output
                 and not self.nodes[source].layer.may_return_input
             )
-            layer.input_grad_needed = any(i != INPUT for i in inputs)
+            layer.input_grad_needed = not SKIP_DATA_GRADIENT or any(i != INPUT for i in inputs)
 
     # ----------------------------------------------------------------- parameters
     @property

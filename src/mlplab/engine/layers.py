@@ -29,6 +29,8 @@ from mlplab.engine import initializers
 from mlplab.errors import ConfigError
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
+# A speed device, switched off only by benchmarks/epoch_speed.py --ablation to measure its gain.
+REUSE_WORK_ARRAYS = True
 
 
 class Layer:
@@ -65,6 +67,8 @@ class Layer:
         Allocating a fresh half-megabyte array for every batch costs page faults that add up to
         a tenth of an epoch; outputs written here stay valid until the layer's next call.
         """
+        if not REUSE_WORK_ARRAYS:
+            return np.empty(shape, dtype)
         array = self._work.get(name)
         if array is None or array.shape != shape or array.dtype != dtype:
             array = self._work[name] = np.empty(shape, dtype)
