@@ -164,6 +164,11 @@ def test_a_folder_dataset_is_made_absolute(tmp_path, monkeypatch):
         ('[parameters."training.batch_size"]\nvalues = [64, 0]', "batch_size must be a positive"),
         ('[parameters."training.dtype"]\nvalues = ["float16"]', "dtype must be float32"),
         ('base = "missing.toml"', "cannot read base"),
+        (
+            '[[base.model.nodes]]\nname = "h"\ntype = "dense"\nunits = 8\ninputs = ["input"]\n'
+            '[parameters."model.architecture"]\nvalues = ["8:relu"]',
+            "would be ignored: the base is a graph",
+        ),
     ],
 )
 def test_bad_sweep_files_fail_up_front_with_one_line_naming_the_file(tmp_path, text, message):

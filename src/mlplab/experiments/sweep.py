@@ -179,6 +179,11 @@ def parse_sweep(value: dict, path: Path | None = None) -> Sweep:
             ranges[key] = _range(spec, source)
         else:
             parameters[key] = _values(spec, source)
+    if "model.architecture" in parameters and base.get("model", {}).get("nodes"):
+        raise ConfigError(
+            f'{where}: [parameters."model.architecture"] would be ignored: the base is a graph '
+            "([[base.model.nodes]]); vary model.nodes, or give the base an architecture string"
+        )
     if "training.seed" in parameters or "training.seed" in ranges:
         raise ConfigError(f"{where}: give seeds with the top-level `seeds`, not as a parameter")
     seeds = _seeds(value.get("seeds"), base, where)
