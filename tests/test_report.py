@@ -152,41 +152,38 @@ def test_zoom_never_goes_below_chance_and_the_whole_range_axis_stays_0_to_1():
     assert figure.axes[2].get_ylim() == (0.1, 1.0)
 
 
+RUNNING = {"train_loss_running": [1.0, 0.5, 0.35], "train_accuracy_running": [0.75, 0.88, 0.92]}
+
+
 @pytest.mark.parametrize(
-    "extra, dropout, label",
+    "extra, dropout, labels",
     [
-        ({}, False, "train"),
-        ({}, True, "train"),  # dropout alone does not say when the figures were taken
-        ({"train_running": [True] * 3}, True, "train (running, dropout on)"),
-        ({"train_running": [True] * 3}, False, "train (running, during the epoch)"),
-        ({"train_running": [True] * 3, "train_dropout": [True] * 3}, False, None),
-        ({"train_measured": ["after the epoch, inference mode"] * 3}, True, None),
+        # Histories from before the running columns: train_* were the running figures.
+        ({}, False, ["train (running, during the epoch)"]),
+        ({}, True, ["train (running, dropout on)"]),
+        (RUNNING, True, ["train (end of epoch, inference mode)", "train (running, dropout on)"]),
+        (
+            RUNNING,
+            False,
+            ["train (end of epoch, inference mode)", "train (running, during the epoch)"],
+        ),
     ],
 )
-def test_training_curves_say_how_they_were_measured(extra, dropout, label):
-    if label is None:
-        label = (
-            f"train ({extra['train_measured'][0]})"
-            if "train_measured" in extra
-            else "train (running, dropout on)"
-        )
+def test_training_curves_say_how_they_were_measured(extra, dropout, labels):
     figure = curves_figure(dict(HISTORY, **extra), dropout=dropout)
     for axes in figure.axes[:3]:
-        assert len(lines_labelled(axes, label)) == 1, [
-            line.get_label() for line in axes.get_lines()
-        ]
+        drawn = [line.get_label() for line in axes.get_lines()]
+        assert drawn[: len(labels)] == labels and "validation" in drawn
 
 
-def test_running_and_after_epoch_training_columns_are_both_drawn():
-    history = dict(
-        HISTORY,
-        train_running_loss=[1.0, 0.5, 0.35],
-        train_running_accuracy=[0.75, 0.88, 0.92],
-        train_eval_loss=[0.8, 0.35, 0.25],
-        train_eval_accuracy=[0.82, 0.91, 0.94],
-    )
-    labels = {line.get_label() for line in curves_figure(history, dropout=True).axes[0].lines}
-    assert {"train (running, dropout on)", "train (after the epoch, inference mode)"} <= labels
+def test_running_training_figures_are_dotted_beside_the_end_of_epoch_ones():
+    figure = curves_figure(dict(HISTORY, **RUNNING), dropout=True)
+    loss = figure.axes[0]
+    (after,) = lines_labelled(loss, "train (end of epoch, inference mode)")
+    (running,) = lines_labelled(loss, "train (running, dropout on)")
+    np.testing.assert_allclose(running.get_ydata(), RUNNING["train_loss_running"])
+    np.testing.assert_allclose(after.get_ydata(), HISTORY["train_loss"])
+    assert running.get_linestyle() == ":" and after.get_linestyle() == "-"
 
 
 def test_confusion_errors_have_their_own_colour_scale_and_zeros_stay_blank():
@@ -333,3 +330,6 @@ def test_plot_run_on_a_folder_written_by_mlplab_train(tmp_path, fixtures_dir, mo
     run = read_run(out)
     assert run.history["epoch"] == [1, 2] and run.best_epoch in (None, 1, 2)
     assert "16:relu" in run.title()
+    figure = curves_figure(run.history, best_epoch=run.best_epoch)
+    labels = {line.get_label() for line in figure.axes[0].get_lines()}
+    assert {"train (end of epoch, inference mode)", "validation"} <= labels

@@ -50,35 +50,24 @@ def _series(history: dict, key: str, length: int) -> np.ndarray | None:
     return np.array([math.nan if v is None else float(v) for v in values[:length]])
 
 
-def _train_label(history: dict, dropout: bool) -> str:
-    """What the ``train_*`` figures measured, in words, from whatever the history says about it.
+def _series_kinds(history: dict, dropout: bool) -> list[tuple[str, str, str, str]]:
+    """(loss column, accuracy column, legend label, line style) of each series to draw.
 
-    Training figures are either averaged over the epoch's batches while the weights change (and
-    with dropout on), or measured once after the epoch in inference mode like validation. The
-    history may say which in a ``train_measured`` column of strings, or in boolean columns
-    ``train_running`` / ``train_dropout``; without them we cannot tell and say just "train".
+    Training writes two kinds of training figures (see :class:`mlplab.training.loop.History`):
+    ``train_loss``/``train_accuracy`` measured after the epoch in inference mode, comparable
+    with validation, and ``train_loss_running``/``train_accuracy_running``, the mean over the
+    epoch's batches as they were trained, with dropout on and the weights changing. A history
+    written before the running columns existed has only ``train_*``, and those were running.
     """
-    measured = [v for v in history.get("train_measured") or [] if isinstance(v, str) and v]
-    if measured:
-        return f"train ({measured[-1]})"
-    running = any(history.get("train_running") or [])
-    dropout = dropout or any(history.get("train_dropout") or [])
-    if running:
-        return "train (running, dropout on)" if dropout else "train (running, during the epoch)"
-    return "train"
-
-
-def _train_splits(history: dict, dropout: bool) -> list[tuple[str, str, str]]:
-    """(column prefix, legend label, line style) of every training series the history holds."""
-    splits = []
-    if any(k in history for k in ("train_loss", "train_accuracy")):
-        splits.append(("train", _train_label(history, dropout), "-"))
-    if any(k in history for k in ("train_running_loss", "train_running_accuracy")):
-        label = "train (running, dropout on)" if dropout else "train (running, during the epoch)"
-        splits.append(("train_running", label, ":"))
-    if any(k in history for k in ("train_eval_loss", "train_eval_accuracy")):
-        splits.append(("train_eval", "train (after the epoch, inference mode)", "-"))
-    return splits
+    running = "train (running, dropout on)" if dropout else "train (running, during the epoch)"
+    if any(key in history for key in ("train_loss_running", "train_accuracy_running")):
+        kinds = [
+            ("train_loss", "train_accuracy", "train (end of epoch, inference mode)", "-"),
+            ("train_loss_running", "train_accuracy_running", running, ":"),
+        ]
+    else:
+        kinds = [("train_loss", "train_accuracy", running, "-")]
+    return [*kinds, ("val_loss", "val_accuracy", "validation", "--")]
 
 
 def _zoom_limits(values: list[np.ndarray], chance: float) -> tuple[float, float]:
@@ -107,8 +96,8 @@ def curves_figure(
     ----------
     history : dict of str to list
         Columns as written by training: ``epoch``, ``train_loss``, ``train_accuracy``,
-        ``val_loss``, ``val_accuracy``, ``learning_rate``, ``batch_size`` (others are ignored,
-        except those that say how training figures were measured, see :func:`_train_label`).
+        ``train_loss_running``, ``train_accuracy_running`` (see :func:`_series_kinds`),
+        ``val_loss``, ``val_accuracy``, ``learning_rate``, ``batch_size``; others are ignored.
         Missing columns, such as validation of a run without a validation set, are not drawn.
     best_epoch : int, optional
         1-based epoch whose weights the model kept; marked by a vertical line in every panel.
@@ -117,7 +106,8 @@ def curves_figure(
     n_classes : int, optional
         Draws chance accuracy (``1 / n_classes``) as a dotted line.
     dropout : bool
-        The network has dropout: running training figures were measured with it on.
+        The network has dropout: running training figures were measured with it on, and their
+        legend says so.
 
     Returns
     -------
@@ -129,19 +119,17 @@ def curves_figure(
     n_points = max((len(history[k]) for k in series_keys), default=0)
     epochs = np.asarray(history.get("epoch") or range(1, n_points + 1), dtype=float)
     chance = 1.0 / n_classes if n_classes else 0.0
-    splits = [*_train_splits(history, dropout), ("val", "validation", "--")]
-    colours = {"train": TRAIN_COLOUR, "val": VAL_COLOUR}
+    kinds = _series_kinds(history, dropout)
 
     figure = new_figure(11, 7.5)
     loss_axes, accuracy_axes, zoom_axes, rate_axes = figure.subplots(2, 2).ravel()
     accuracies = []
-    for axes, quantity in ((loss_axes, "loss"), (accuracy_axes, "accuracy"), (zoom_axes, None)):
-        quantity = quantity or "accuracy"
-        for prefix, label, style in splits:
-            values = _series(history, f"{prefix}_{quantity}", len(epochs))
+    for axes, quantity in ((loss_axes, 0), (accuracy_axes, 1), (zoom_axes, 1)):
+        for *columns, label, style in kinds:
+            values = _series(history, columns[quantity], len(epochs))
             if values is None:
                 continue
-            colour = colours.get(prefix, TRAIN_COLOUR)
+            colour = VAL_COLOUR if columns[0].startswith("val") else TRAIN_COLOUR
             x = epochs[: len(values)]
             axes.plot(x, values, style, color=colour, marker="o", ms=3, label=label)
             if axes is accuracy_axes:
