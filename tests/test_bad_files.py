@@ -433,6 +433,24 @@ def test_architecture_claiming_a_billion_units_is_refused_before_any_array_is_re
     assert "parameters alone" in one_line(error) and peak < 16 << 20
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda dense: dense.update(units=-5), "positive whole number of units, got -5"),
+        (lambda dense: dense.update(inputs=5), "damaged architecture"),
+        (lambda dense: dense.update(type="warp"), "unknown layer type 'warp'"),
+    ],
+)
+def test_damaged_architecture_json_is_one_line_naming_the_file(model_file, change, message):
+    def damage(arrays):
+        spec = json.loads(str(arrays["__architecture__"]))
+        change(next(node for node in spec["nodes"] if node["type"] == "dense"))
+        arrays["__architecture__"] = np.array(json.dumps(spec))
+
+    rewrite(model_file, damage)
+    assert message in refused(model_file)
+
+
 def test_pickled_object_member_is_refused(model_file):
     rewrite(model_file, lambda arrays: None)
     with zipfile.ZipFile(model_file, "a") as archive:

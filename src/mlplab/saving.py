@@ -415,6 +415,12 @@ def build_saved_network(archive: Archive, label: str, dtype=None):
         )
     except ConfigError as error:
         raise DataError(f"{label}: {error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        # JSON of the wrong types where the engine expects others, e.g. "inputs": 5.
+        raise DataError(
+            f"{label}: damaged architecture ({type(error).__name__}: {error}); re-save it with"
+            " mlplab"
+        ) from None
     headers = archive.headers
     for group, expected in (("param", network.params), ("buffer", network.buffers)):
         stored = {n[len(group) + 1 :] for n in headers if n.startswith(group + "/")}
