@@ -18,6 +18,7 @@ from mlplab.training.checkpoints import CHECKPOINT_FORMAT
 from mlplab.training.loop import (
     HISTORY_COLUMNS,
     EarlyStopping,
+    History,
     evaluate_loss,
     fit,
     read_history_csv,
@@ -181,6 +182,15 @@ def test_history_csv_and_json_read_back_the_same_numbers(data, tmp_path):
     for column in HISTORY_COLUMNS:
         assert stored[column] == pytest.approx(history[column], rel=1e-12), column
     assert (tmp_path / "history.json").read_text().startswith("{")
+
+
+def test_a_history_written_before_the_new_columns_reads_back_with_them_empty(tmp_path):
+    old_columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    old = {"columns": {key: [1, 2] if key == "epoch" else [0.1, 0.2] for key in old_columns}}
+    history = History.from_dict(old)
+    assert len(history) == 2 and history["steps"] == [None, None]
+    (tmp_path / "history.csv").write_text("epoch,train_loss\n1,0.5\n")
+    assert read_history_csv(tmp_path / "history.csv")["train_loss_running"] == [None]
 
 
 def test_batch_size_ramp_doubles_each_epoch_up_to_its_final_size(data):

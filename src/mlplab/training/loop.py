@@ -149,7 +149,10 @@ class History:
 
     @classmethod
     def from_dict(cls, value: dict) -> History:
-        columns = {key: list(value["columns"][key]) for key in HISTORY_COLUMNS}
+        stored = value["columns"]
+        rows = len(stored["epoch"])
+        # Columns an older history lacks are filled with None.
+        columns = {key: list(stored.get(key, [None] * rows)) for key in HISTORY_COLUMNS}
         return cls(columns, value.get("best_epoch"), value.get("stopped_early", False))
 
     def save(self, folder: Path) -> None:
