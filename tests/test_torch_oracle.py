@@ -106,8 +106,8 @@ def test_layernorm_network_matches_torch():
         20, [Dense(24), LayerNorm(), Tanh(), Dense(10)], dtype=np.float64, seed=5
     )
     rng = np.random.default_rng(6)
-    network.params["layernorm2.gamma"][...] = rng.uniform(0.5, 1.5, 24)
-    network.params["layernorm2.beta"][...] = rng.standard_normal(24)
+    network.params["layernorm1.gamma"][...] = rng.uniform(0.5, 1.5, 24)
+    network.params["layernorm1.beta"][...] = rng.standard_normal(24)
     x, labels = batch(20, seed=1)
     compare_forward_and_backward(network, x * 5 + 2, labels)
 
@@ -124,10 +124,10 @@ def test_batchnorm_network_matches_torch_including_running_statistics():
     model = compare_forward_and_backward(network, x * 3 - 1, labels)
     bn = model[1]
     np.testing.assert_allclose(
-        network.buffers["batchnorm2.running_mean"], bn.running_mean.numpy(), rtol=1e-12
+        network.buffers["batchnorm1.running_mean"], bn.running_mean.numpy(), rtol=1e-12
     )
     np.testing.assert_allclose(
-        network.buffers["batchnorm2.running_var"], bn.running_var.numpy(), rtol=1e-12
+        network.buffers["batchnorm1.running_var"], bn.running_var.numpy(), rtol=1e-12
     )
     model.eval()
     x_test = batch(12, seed=3)[0]
