@@ -146,6 +146,8 @@ def run_sweep(
             f"running {running}, left {left}, failed {len(outcome.failed)}", refresh=True
         )
 
+    starting = min(workers_used, len(pending)) if workers_used else 0
+    bar.set_postfix_str(f"running {starting}, left {len(pending) - starting}, failed 0")
     jobs = [(trial, _with_threads(trial.config, threads)) for trial in pending]
     try:
         if dask_address is not None:
@@ -191,8 +193,8 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
                     config,
                 )
             finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-            for future in finished:
-                trial, config = running.pop(future)
+            # Take all finished trials out first, so that "running" counts only the others.
+            for future, (trial, config) in [(f, running.pop(f)) for f in finished]:
                 try:
                     record = future.result()
                 except BrokenProcessPool:
