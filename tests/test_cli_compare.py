@@ -209,6 +209,23 @@ def test_compare_takes_a_config_hash_prefix_and_a_sqlite_url(store_path, capsys)
     assert result["difference"] == pytest.approx(0.003)
 
 
+def test_compare_takes_one_trial_by_its_key(store_path, capsys):
+    with Store(store_path) as store:
+        trial = store.trials(where={"seed": 2, "optimizer.learning_rate": 0.001})[0]
+    code, out, _ = run_cli(
+        capsys,
+        "compare",
+        f"{store_path}:{trial.trial_key}",
+        f"{store_path}:950:relu,50:sigmoid lr=0.01",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["a"]["seeds"] == [2] and result["paired_seeds"] is None
+    assert result["mcnemar"]["seed_b"] == 2  # the configuration's run with the same seed
+    assert result["mcnemar"]["b_only"] == 30
+
+
 def test_compare_mcnemar_uses_the_chosen_seed(store_path, capsys):
     code, out, _ = run_cli(
         capsys,

@@ -74,13 +74,17 @@ def register(subparsers) -> None:
         "compare",
         help="is B more accurate than A, or is the difference noise?",
         description="Compare run folders or configurations of a results store (STORE:LABEL, "
-        "STORE:CONFIG_HASH or STORE:TRIAL_KEY): accuracies with 95%% intervals, the "
+        "STORE:CONFIG_HASH or STORE:TRIAL_KEY): accuracies with 95% intervals, the "
         "difference B - A with its interval, the p-value and one plain sentence. With seeds on "
         "both sides, the paired t-test over seeds decides; otherwise McNemar's exact test on "
         "the test predictions. More than two: each against the first, Holm-adjusted.",
     )
     compare.add_argument(
-        "operands", nargs="+", metavar="RUN", help="run folder, or STORE:NAME (two or more)"
+        "operands",
+        nargs="+",
+        metavar="RUN",
+        help="a run folder, or STORE:NAME with NAME a configuration's label, its config hash "
+        "(or 4+ leading digits) or one trial's key (two or more operands)",
     )
     compare.add_argument(
         "--seed",
@@ -322,7 +326,8 @@ def _read_store_configuration(store_text: str, name: str, operand: str, sweep) -
     with Store(store_text, create=False) as store:
         configurations = store.configurations(sweep)
         by_label = [c for c in configurations if c.label == name]
-        by_hash = [c for c in configurations if name and c.config_hash.startswith(name)]
+        # A hash prefix needs 4 digits, so that a short label never matches hashes by chance.
+        by_hash = [c for c in configurations if len(name) >= 4 and c.config_hash.startswith(name)]
         trials = [r for c in configurations for r in c.records if name and r.trial_key == name]
         if not trials and len(name) >= 4:
             trials = [r for c in configurations for r in c.records if r.trial_key.startswith(name)]
