@@ -368,3 +368,22 @@ def test_normalization_options_are_validated():
         LayerNorm(0.0)
     with pytest.raises(ConfigError, match="momentum"):
         BatchNorm(momentum=1.0)
+
+
+def test_zeros_initializer_gives_zero_weights_and_softmax_regression_still_learns():
+    from mlplab.engine.architecture import build_network
+    from mlplab.engine.losses import SoftmaxCrossEntropy
+
+    network = build_network("", 6, 3, init="zeros", dtype=np.float64)
+    assert not network.params["dense1.weight"].any()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 6))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+    loss = SoftmaxCrossEntropy()
+    before = loss.forward(network.forward(x, training=True), y)
+    network.backward(loss.backward())
+    for name, param in network.params.items():
+        param -= 0.5 * network.grads[name]
+    after = loss.forward(network.forward(x, training=True), y)
+    assert before == pytest.approx(np.log(3))  # zero weights: uniform predictions
+    assert after < before

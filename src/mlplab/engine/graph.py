@@ -303,12 +303,16 @@ class Network:
         return sum(p.size for p in self.params.values())
 
     # ----------------------------------------------------------------- computing
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False, observe=None) -> np.ndarray:
         """The logits for a batch ``x`` of shape ``(N, input_size)``.
 
         Layers write their outputs into arrays they keep from batch to batch (see
         :meth:`~mlplab.engine.layers.Layer.work_array`), so the returned array is overwritten by the
         next call with the same batch size: copy it to keep it. :meth:`predict_logits` does.
+
+        ``observe(name, output)``, if given, sees each node's output as soon as it is computed;
+        a later layer may overwrite it in place, so summarize or copy it there and then
+        (:mod:`mlplab.training.diagnostics` does).
         """
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ConfigError(
@@ -321,16 +325,20 @@ class Network:
         for name in self.order:
             node = self.nodes[name]
             values[name] = node.layer.forward(*(values[i] for i in node.inputs), training=training)
+            if observe is not None:
+                observe(name, values[name])
             for source in set(node.inputs) - {INPUT}:  # free what no later node reads
                 remaining_readers[source] -= 1
                 if remaining_readers[source] == 0:
                     del values[source]
         return values[self.output]
 
-    def backward(self, grad_output: np.ndarray, input_grad: bool = False):
+    def backward(self, grad_output: np.ndarray, input_grad: bool = False, observe=None):
         """Backpropagate ``dL/d(logits)``; fills every layer's ``grads``.
 
         Returns ``dL/dx`` when ``input_grad`` is true (the gradient checker wants it), else None.
+        ``observe(name, grad)``, if given, sees ``dL/d(output)`` of each node before the node's
+        backward pass uses it.
         """
         if input_grad:
             for name in self.order:
@@ -338,7 +346,10 @@ class Network:
         grads = {self.output: grad_output}
         for name in reversed(self.order):
             node = self.nodes[name]
-            grad_in = node.layer.backward(grads.pop(name))
+            grad_out = grads.pop(name)
+            if observe is not None:
+                observe(name, grad_out)
+            grad_in = node.layer.backward(grad_out)
             if node.layer.n_inputs == 1:
                 grad_in = [grad_in]
             for source, grad in zip(node.inputs, grad_in):

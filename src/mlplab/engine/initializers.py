@@ -12,7 +12,11 @@ he-uniform      U(-a, a), a = sqrt(6/in)         2 / fan_in
 he-normal       N(0, s^2)                        2 / fan_in
 lecun-uniform   U(-a, a), a = sqrt(3/in)         1 / fan_in
 lecun-normal    N(0, s^2)                        1 / fan_in
+zeros           all weights 0                    0
 =============== ================================ =======================================
+
+``zeros`` is right only without hidden layers (softmax regression, as the course report trains
+it): in a hidden layer every unit would get the same gradient and stay identical to the others.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ def _lecun(fan_out, fan_in):
     return 1.0 / fan_in
 
 
+def _zeros(shape, rng, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
 INITIALIZERS = {
     "glorot-uniform": _uniform(_glorot),
     "glorot-normal": _normal(_glorot),
@@ -56,6 +64,7 @@ INITIALIZERS = {
     "he-normal": _normal(_he),
     "lecun-uniform": _uniform(_lecun),
     "lecun-normal": _normal(_lecun),
+    "zeros": _zeros,
 }
 
 
