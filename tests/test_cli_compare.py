@@ -165,6 +165,13 @@ def test_compare_refuses_a_pickled_predictions_file(tmp_path, capsys):
     assert code == 2 and "predictions.npz" in err and "Traceback" not in err
 
 
+def test_compare_refuses_labels_that_are_not_class_indices(tmp_path, capsys):
+    a = write_run_folder(tmp_path / "a", LABELS.copy())
+    b = write_run_folder(tmp_path / "b", LABELS.astype(float), labels=LABELS.astype(float))
+    code, _, err = run_cli(capsys, "compare", str(a), str(b))
+    assert code == 2 and "labels must be class indices" in err
+
+
 def test_compare_of_something_that_does_not_exist_is_one_line(tmp_path, capsys):
     a = write_run_folder(tmp_path / "a", LABELS.copy())
     code, _, err = run_cli(capsys, "compare", str(a), str(tmp_path / "nowhere"))

@@ -287,6 +287,10 @@ def _read_run_folder(folder: Path, operand: str) -> Side:
         raise DataError(
             f"{path}: predicted {predicted.shape} and labels {labels.shape} must be equal 1-D"
         )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 255:
+        raise DataError(
+            f"{path}: labels must be class indices 0..255; it was not written by mlplab"
+        )
     seed, config = None, None
     if (folder / CONFIG_FILE).is_file():
         try:
