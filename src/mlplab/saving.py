@@ -7,7 +7,7 @@ new one, never half of one.
 Models and checkpoints are ``.npz`` archives of plain numeric arrays, loadable with
 ``np.load(path, allow_pickle=False)``. Besides the arrays they hold three string arrays:
 
-``__format__``        ``"mlplab-model/1"`` or ``"mlplab-checkpoint/1"``
+``__format__``        ``"mlplab-model/1"`` or ``"mlplab-checkpoint/2"``
 ``__architecture__``  the network's graph as JSON (see :mod:`mlplab.engine.architecture`)
 ``__metadata__``      anything else as JSON (loss, preprocessing, class names, training state)
 
@@ -36,7 +36,7 @@ from mlplab.errors import ConfigError, DataError
 from mlplab.resources import available_memory_bytes, format_bytes
 
 MODEL_FORMAT = "mlplab-model/1"
-CHECKPOINT_FORMAT = "mlplab-checkpoint/1"
+CHECKPOINT_FORMAT = "mlplab-checkpoint/2"
 
 
 # ".<name>.<pid>.tmp": the temporaries of atomic_path, and whose writer they belong to.

@@ -31,10 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from mlplab.errors import ConfigError, DataError
-from mlplab.saving import network_arrays, read_archive, write_archive
+from mlplab.saving import CHECKPOINT_FORMAT, network_arrays, read_archive, write_archive
 from mlplab.training.schedules import Schedule
-
-CHECKPOINT_FORMAT = "mlplab-checkpoint/2"
 
 
 def training_settings(
