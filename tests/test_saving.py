@@ -244,7 +244,7 @@ def test_checkpoint_passed_where_a_model_is_expected_is_a_data_error(tmp_path):
     with pytest.raises(
         DataError,
         match=r"ckpt\.npz: is not an mlplab-model/1 file "
-        r"\(format 'mlplab-checkpoint/1'\)",
+        r"\(format 'mlplab-checkpoint/2'\)",
     ):
         load_model(path)
     assert read_archive(path, CHECKPOINT_FORMAT).metadata == {"epoch": 3}
