@@ -21,7 +21,7 @@ from mlplab.training.config import (
     ScheduleConfig,
     TrainingConfig,
 )
-from mlplab.training.runs import ORDER_SEED_ARGUMENT, training_options
+from mlplab.training.runs import training_options
 from mlplab.training.schedules import BatchSizeRamp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +198,7 @@ def test_training_options_follow_the_training_table():
     assert options["early_stopping"].monitor == "val_accuracy"
     assert options["threads"] is None and options["max_steps"] is None
     assert options["epochs"] == 4
-    assert options[ORDER_SEED_ARGUMENT] == config.resolved_seeds()["order"]
+    assert options["order_seed"] == config.resolved_seeds()["order"]
     config.training.early_stopping = 0
     assert training_options(config)["early_stopping"] is None
 

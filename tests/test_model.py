@@ -132,10 +132,6 @@ def dropout_outputs(model: Model, x: np.ndarray) -> np.ndarray:
 
 
 def test_dropout_seed_changes_the_dropout_masks_and_not_the_initial_weights(data):
-    from mlplab.training import model as model_module
-
-    if not model_module._SEPARATE_DROPOUT_SEED:
-        pytest.skip("this engine seeds dropout from the init seed (no dropout_seed yet)")
     x = data[0][:8]
     arch = "32:relu:dropout(0.5)"
     first = Model.build(arch, 784, CLASSES, seed=3, dropout_seed=0)

@@ -20,7 +20,6 @@ them afterwards, so they can be redrawn without training again.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from pathlib import Path
 
@@ -269,45 +268,14 @@ def run_train(args) -> int:
 
 def plot_run_folder(out: Path, test_images) -> list[Path]:
     """Draw the plots of a run folder from its data files (matplotlib is imported only here)."""
-    from mlplab import report
+    from mlplab.report import plot_run
 
-    plot_run = getattr(report, "plot_run", None)
-    if plot_run is not None:
-        return list(plot_run(out, test_images=test_images))
-    # Until mlplab.report.plot_run lands (H6): the same three plots from the stored files.
-    import numpy as np
-
-    from mlplab.training.loop import History
-
-    history = History.from_dict(json.loads((out / "history.json").read_text()))
-    evaluation = json.loads((out / "evaluation.json").read_text())
-    with np.load(out / "predictions.npz", allow_pickle=False) as stored:
-        predicted, labels = stored["predicted"], stored["labels"]
-    names = evaluation["class_names"]
-    return [
-        report.plot_curves(history.columns, out / "curves.png"),
-        report.plot_confusion_matrix(
-            np.array(evaluation["confusion_matrix"]),
-            names,
-            out / "confusion.png",
-            title=f"{evaluation['dataset']} test set",
-        ),
-        report.plot_misclassified(test_images, labels, predicted, names, out / "misclassified.png"),
-    ]
+    return plot_run(out, test_images=test_images)
 
 
 def model_path(value: str) -> Path:
     path = Path(value)
     return path / MODEL_FILE if path.is_dir() else path
-
-
-def _load_test_set(name: str, data_dir: str | None):
-    """The dataset with (once the data module can) only its test files read."""
-    from mlplab.data import load_dataset
-
-    if "parts" in inspect.signature(load_dataset).parameters:
-        return load_dataset(name, data_dir, progress=False, parts=("test",))
-    return load_dataset(name, data_dir, progress=False)
 
 
 def check_same_classes(model, model_path: Path, data) -> None:
@@ -335,6 +303,7 @@ def check_same_classes(model, model_path: Path, data) -> None:
 
 
 def run_eval(args) -> int:
+    from mlplab.data import load_dataset
     from mlplab.training.metrics import format_evaluation, json_safe
     from mlplab.training.model import Model
 
@@ -347,7 +316,7 @@ def run_eval(args) -> int:
         args.dataset or data_config.get("dataset") or model.metadata.get("dataset", "mnist")
     )
     data_dir = args.data_dir or (None if args.dataset else data_config.get("data_dir")) or None
-    data = _load_test_set(dataset_name, data_dir)
+    data = load_dataset(dataset_name, data_dir, progress=False, parts=("test",))
     if not args.force or len(model.class_names) != data.n_classes:
         check_same_classes(model, path, data)  # --force cannot score labels the model lacks
     metrics = model.evaluate(model.features(data.test_images), data.test_labels)

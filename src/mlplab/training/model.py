@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from mlplab.data.preprocessing import FittedPreprocessing
@@ -19,10 +17,6 @@ from mlplab.engine.losses import MeanSquaredError, make_loss
 from mlplab.saving import load_model, save_model
 from mlplab.training import loop as train
 from mlplab.training import metrics
-
-# Whether the engine seeds dropout masks separately from the initial weights (H1's dropout_seed);
-# without it the dropout masks follow the init seed.
-_SEPARATE_DROPOUT_SEED = "dropout_seed" in inspect.signature(build_network).parameters
 
 
 class Model:
@@ -60,11 +54,14 @@ class Model:
         ``seed`` seeds the initial weights; ``dropout_seed`` the dropout masks (default: derived
         by the engine from ``seed``).
         """
-        options = {}
-        if dropout_seed is not None and _SEPARATE_DROPOUT_SEED:
-            options["dropout_seed"] = dropout_seed
         network = build_network(
-            architecture, input_size, len(class_names), init=init, dtype=dtype, seed=seed, **options
+            architecture,
+            input_size,
+            len(class_names),
+            init=init,
+            dtype=dtype,
+            seed=seed,
+            dropout_seed=dropout_seed,
         )
         options = {"output_activation": output_activation} if output_activation else {}
         return cls(network, make_loss(loss, **options), class_names, preprocessing)

@@ -4,8 +4,7 @@ it, and refusing to mix two runs in one folder.
 A run folder belongs to one process at a time. :func:`locked_run_folder` takes an exclusive
 ``fcntl.flock`` on ``<folder>/.lock`` (the kernel drops it when the process dies, so a killed run
 never leaves a stale lock) and writes its pid there so that a second process can say who holds it.
-While the lock is held no other mlplab process writes in the folder, so every ``.*.tmp`` file
-found there is the remainder of a killed write and is removed.
+Opening a folder also removes the ``.<name>.<pid>.tmp`` files that killed writes left there.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlplab import saving
 from mlplab.errors import ConfigError
+from mlplab.saving import remove_stale_temporaries
 
 MODEL_FILE, CHECKPOINT_FILE, CONFIG_FILE = "model.npz", "checkpoint.npz", "config.toml"
 LOCK_FILE = ".lock"
@@ -104,22 +103,10 @@ def locked_run_folder(out: Path, resume: bool = False) -> Iterator[Path]:
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
         # Checked again under the lock: another process may have finished a run here meanwhile.
         check_run_folder(out, resume)
-        remove_stale_temporaries(out)
+        remove_stale_temporaries(out)  # no other process writes here while the lock is held
         yield out
     finally:
         os.close(descriptor)  # closing drops the flock
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the ``.*.tmp`` files that killed writes left in ``folder`` (call under its lock)."""
-    remove = getattr(saving, "remove_stale_temporaries", None)
-    if remove is not None:  # H4's version in saving.py, once it has landed
-        return list(remove(folder) or [])
-    removed = []
-    for path in Path(folder).glob(".*.tmp"):
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
 
 
 def _make_folder(path: Path) -> None:
@@ -145,5 +132,4 @@ __all__ = [
     "check_run_folder",
     "locked_run_folder",
     "new_run_folder",
-    "remove_stale_temporaries",
 ]

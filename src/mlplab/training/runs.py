@@ -18,7 +18,6 @@ matplotlib).
 from __future__ import annotations
 
 import copy
-import inspect
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError, MlplabError
 from mlplab.resources import available_memory_bytes, format_bytes
 from mlplab.saving import atomic_path, write_json, write_text
-from mlplab.training import loop
 from mlplab.training.config import RunConfig
 from mlplab.training.loop import EarlyStopping, History
 from mlplab.training.metrics import format_evaluation, json_safe
@@ -367,7 +365,8 @@ def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_byt
     plus ``max(batch, evaluation batch) x units x a few arrays``, at the run's item size, plus
     the preprocessed data (and its float64 copy for a float64 run).
     """
-    n_params, n_units = _network_size(config.model.spec(), input_size, n_classes)
+    size = architectures.network_size(config.model.spec(), input_size, n_classes)
+    n_params, n_units = size.n_params, size.n_units
     itemsize = np.dtype(config.training.dtype).itemsize
     copies = 2 + OPTIMIZER_SLOTS.get(config.optimizer.name, 2)
     if config.training.early_stopping:
@@ -375,36 +374,6 @@ def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_byt
     batch = max(config.training.batch_size, EVALUATION_BATCH)
     data = data_bytes * (3 if itemsize == 8 else 1)  # float32 arrays, plus their float64 copy
     return int(n_params * copies * itemsize + batch * n_units * ARRAYS_PER_UNIT * itemsize + data)
-
-
-def _network_size(spec, input_size: int, n_classes: int) -> tuple[int, int]:
-    """(parameters, units) of a network, counted without building it.
-
-    Units are the output widths of every node, the output included (the engine's definition):
-    a ``1000:relu`` layer is a dense node and a relu node, 2000 units.
-    """
-    counter = getattr(architectures, "network_size", None)
-    if counter is not None:  # the engine's own count (H1), exact for graphs too
-        size = counter(spec, input_size, n_classes)
-        return int(size.n_params), int(size.n_units)
-    if not isinstance(spec, str):  # a graph spec without the engine's count: its widest node
-        widths = [int(node.get("units", 0)) for node in spec.get("nodes", [])]
-        width = max([input_size, n_classes, *widths])
-        return len(widths) * (width + 1) * width, len(widths) * width
-    params, units, width = 0, 0, input_size
-    for layer, options in architectures.parse_architecture(spec):
-        if layer == "dense":
-            params += (width + 1) * options["units"]
-            width = options["units"]
-        elif layer in ("layernorm", "batchnorm"):
-            params += 2 * width
-        units += width
-    return params + (width + 1) * n_classes, units + n_classes
-
-
-# The training loop's name for the data-order seed: `seed` until H3's `order_seed` lands.
-_FIT_PARAMETERS = inspect.signature(loop.fit).parameters
-ORDER_SEED_ARGUMENT = "order_seed" if "order_seed" in _FIT_PARAMETERS else "seed"
 
 
 def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> dict:
@@ -439,7 +408,7 @@ def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> 
             if t.early_stopping
             else None
         ),
-        ORDER_SEED_ARGUMENT: seeds["order"],
+        "order_seed": seeds["order"],
         "threads": t.threads or None,
         "max_steps": t.max_steps or None,
     }
