@@ -340,3 +340,13 @@ def test_importing_the_runs_module_does_not_import_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_unscaled_pixels_reach_the_network_raw_and_are_cached_apart(cache):
+    scaled = prepare_run(small_config(), data_cache=cache, progress=False)
+    raw_config = small_config()
+    raw_config.data.scale = False
+    raw = prepare_run(raw_config, data_cache=cache, progress=False)
+    assert scaled.x_train.max() <= 1.0
+    assert raw.x_train.max() == 255.0  # the Keras tutorial's inputs: no preprocessing at all
+    np.testing.assert_allclose(raw.x_train, scaled.x_train * 255, rtol=1e-6)

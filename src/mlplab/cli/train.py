@@ -38,6 +38,11 @@ FLAGS = {
         "5000 test images, test on the last 5000; none: no validation",
     ),
     "--validation": ("data", "validation", "holdout size: a count (5000) or a fraction (0.1)"),
+    "--scale": (
+        "data",
+        "scale",
+        "divide pixel values by 255; --no-scale feeds raw 0..255, as the Keras tutorial did",
+    ),
     "--standardize": ("data", "standardize", "none, global or per-pixel (training statistics)"),
     "--crop-border": ("data", "crop_border", "cut k pixels from every side (28 -> 28-2k)"),
     "--pixel-subset": ("data", "pixel_subset", "keep this many seeded random pixels"),
@@ -123,7 +128,10 @@ def register(subparsers) -> None:
     for flag, (table, key, help_text) in FLAGS.items():
         default = getattr(getattr(defaults, table), key)
         if isinstance(default, bool):
-            train.add_argument(flag, action="store_true", default=None, help=help_text)
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            train.add_argument(
+                flag, action=action, default=None, help=f"{help_text} (default: {default})"
+            )
             continue
         shown = repr(default) if isinstance(default, str) else default
         train.add_argument(

@@ -7,6 +7,7 @@ A config file has one table per dataclass; every key is optional and unknown key
     dataset = "mnist"            # or "fashion-mnist", or a folder holding the four IDX files
     protocol = "holdout"         # holdout (validate on part of train) | book | none
     validation = 5000            # holdout size: a count, or a fraction such as 0.1
+    scale = true                 # pixels 0..255 -> [0, 1]; false feeds raw 0..255 (Keras tutorial)
     standardize = "none"         # none | global | per-pixel
     crop_border = 0
     pixel_subset = 0             # 0 keeps every pixel
@@ -81,6 +82,7 @@ class DataConfig:
     data_dir: str = ""
     protocol: str = "holdout"
     validation: float = 5000.0
+    scale: bool = True
     standardize: str = "none"
     crop_border: int = 0
     pixel_subset: int = 0

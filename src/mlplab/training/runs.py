@@ -18,6 +18,7 @@ matplotlib).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -119,18 +120,10 @@ class DataCache:
 
     def prepared(self, data, split_seed: int, progress: bool = True) -> PreparedData:
         """Split, preprocessing and float arrays for a :class:`~mlplab.training.config.DataConfig`."""
-        key = (
-            "prepared",
-            str(data.dataset),
-            data.data_dir or None,
-            data.protocol,
-            float(data.validation),
-            data.standardize,
-            data.crop_border,
-            data.pixel_subset,
-            data.pixel_subset_seed,
-            split_seed if data.protocol == "holdout" else None,
-        )
+        # Every data setting is part of the key (a new one cannot be forgotten here); the split
+        # seed only matters when the split is random.
+        settings = tuple(sorted(dataclasses.asdict(data).items()))
+        key = ("prepared", settings, split_seed if data.protocol == "holdout" else None)
         return self._once(self._prepared, key, lambda: self._prepare(data, split_seed, progress))
 
     def _once(self, table: dict, key: tuple, make):
@@ -158,6 +151,7 @@ class DataCache:
             seed=split_seed,
         )
         preprocessing = Preprocessing(
+            scale=data.scale,
             standardize=None if data.standardize == "none" else data.standardize,
             crop_border=data.crop_border,
             pixel_subset=data.pixel_subset or None,
