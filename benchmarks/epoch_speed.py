@@ -1,87 +1,152 @@
-"""Epoch time of mlplab against PyTorch and against the machine's GEMM bound, in one run.
+"""Training time of mlplab against PyTorch and against a memory-and-GEMM bound, in one run.
 
-For each network (784-1000(ReLU)-10 and 784-950(ReLU)-50(sigmoid)-10), Adam, batch 128, one
-epoch over the 60,000 MNIST training images, this measures, interleaved so that both see the same
-machine noise, the median of several repeats of
+Cases (batch 128, the 60,000 MNIST training images):
 
-* mlplab: ``mlplab.training.loop.fit`` for one epoch (shuffle, gather, forward, loss, backward, Adam);
-* PyTorch: the same loop written the usual way (``torch.optim.Adam``, ``CrossEntropyLoss``);
-* the GEMM bound: the epoch's matrix products alone, on the same shapes and threads, which is
-  what an epoch would cost if nothing but its float32 GEMMs took time. Its FLOP count is printed,
-  and so is the bound implied by the machine's peak GEMM rate on large square matrices.
+* the two Adam networks of the targets, one epoch each: 784-1000(ReLU)-10 and
+  784-950(ReLU)-50(sigmoid)-10, learning rate 1e-3;
+* two small networks where per-call overhead dominates, five epochs each, plain SGD with
+  learning rate 0.01: 784-32(sigmoid)-10 and 784-[32(sigmoid)]x4-10.
 
-It also times 784-1000-10 with plain SGD, to separate the batch loop's own cost from Adam's.
+For each case, interleaved repeat by repeat so that all see the same machine noise, it times
+
+* mlplab: ``mlplab.training.loop.fit`` (shuffle, gather, forward, loss, backward, update);
+* PyTorch: the same loop written the usual way (``torch.optim``, ``CrossEntropyLoss``);
+* the GEMMs alone: the run's matrix products on the same shapes and threads, no allocation;
+* the machine's stream bandwidth: in-place ``a += b`` over 64 MB arrays, split over the same
+  threads (3 x 64 MB moved per call).
+
+The bound is ``GEMMs alone + steps * state bytes / bandwidth``, where the state is the
+parameters, gradients and the optimizer's moments, each read and written once per step
+(Adam: 4 arrays, SGD: 2 arrays, of 4-byte floats). Each table entry is the median of the
+repeats; ratios are taken between medians of the same run.
+
+``--ablation`` also times mlplab with each speed device switched off in turn (in-place
+activations, reused work arrays, the threaded update, the skipped gradient of the data) and
+reports each device's gain: ``time without it / time with it - 1``.
 
 Run (PyTorch is installed for the benchmark only; ``torch==2.13.0`` is a local CPU build here)::
 
     pip install torch==2.13.0
-    MLPLAB_DATA=../shared/data python benchmarks/epoch_speed.py --threads 2 --repeats 5
+    MLPLAB_DATA=../shared/data python benchmarks/epoch_speed.py --threads 2 --repeats 5 --ablation
 
-It prints a Markdown table and, with ``--write``, replaces ``benchmarks/RESULTS.md``'s table.
+It prints Markdown tables and, with ``--write``, replaces ``benchmarks/RESULTS.md``'s tables.
+The IDX files are read here (not through ``mlplab.data``) so that only training is timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import mlplab  # noqa: F401  (first, as the CLI does: it sets OpenBLAS's spin before NumPy loads)
-
-# (label, architecture, optimizer): the two networks of the targets, with Adam, and the first
-# again with plain SGD, whose one-pass update shows what the batch loop costs without Adam's.
-CASES = [
-    ("784-1000(relu)-10, Adam", "1000:relu", "adam"),
-    ("784-950(relu)-50(sigmoid)-10, Adam", "950:relu,50:sigmoid", "adam"),
-    ("784-1000(relu)-10, SGD", "1000:relu", "sgd"),
-]
 BATCH = 128
+N_TRAIN = 60000
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    architecture: str  # "units:activation,..." hidden layers; the output layer is 10 logits
+    optimizer: str
+    learning_rate: float
+    epochs: int
+
+
+CASES = [
+    Case("784-1000(relu)-10, Adam, 1 epoch", "1000:relu", "adam", 1e-3, 1),
+    Case("784-950(relu)-50(sigmoid)-10, Adam, 1 epoch", "950:relu,50:sigmoid", "adam", 1e-3, 1),
+    Case("784-32(sigmoid)-10, SGD, 5 epochs", "32:sigmoid", "sgd", 0.01, 5),
+    Case("784-[32(sigmoid)]x4-10, SGD, 5 epochs", ",".join(["32:sigmoid"] * 4), "sgd", 0.01, 5),
+]
+# Arrays read and written once per step: parameters and gradients, plus the optimizer's moments.
+STATE_ARRAYS = {"adam": 4, "sgd": 2}
+
+
+# ----------------------------------------------------------------------------- the speed devices
+def _set_inplace(on):
+    from mlplab.engine import graph
+
+    graph.INPLACE_ACTIVATIONS = on
+
+
+def _set_work_arrays(on):
+    from mlplab.engine import layers
+
+    layers.REUSE_WORK_ARRAYS = on
+
+
+def _set_threaded_update(on):
+    from mlplab.engine import optimizers
+
+    optimizers.PARALLEL_MIN_SIZE = 1 << 16 if on else 1 << 62
+
+
+def _set_skip_data_gradient(on):
+    from mlplab.engine import graph
+
+    graph.SKIP_DATA_GRADIENT = on
+
+
+DEVICES = {
+    "in-place activations": _set_inplace,
+    "work arrays": _set_work_arrays,
+    "threaded update": _set_threaded_update,
+    "skipped data gradient": _set_skip_data_gradient,
+}
+
+
+# ----------------------------------------------------------------------------- data
+def read_idx(path: Path) -> np.ndarray:
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    shape = np.frombuffer(raw, ">u4", count=ndim, offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def load_mnist():
-    from mlplab.data import Preprocessing, load_dataset
+    folder = Path(os.environ.get("MLPLAB_DATA", "../shared/data")) / "mnist"
+    images = read_idx(folder / "train-images-idx3-ubyte.gz")
+    labels = read_idx(folder / "train-labels-idx1-ubyte.gz")
+    return images.reshape(len(labels), -1).astype(np.float32) / 255, labels.astype(np.int64)
 
-    data = load_dataset("mnist", progress=False)
-    features = Preprocessing().fit(data.train_images).transform(data.train_images)
-    return features, data.train_labels
 
-
-def mlplab_epoch(architecture, optimizer, x, y, threads):
+# ----------------------------------------------------------------------------- the contenders
+def mlplab_run(case: Case, x, y, threads: int) -> float:
     from mlplab.engine.architecture import build_network
     from mlplab.engine.losses import SoftmaxCrossEntropy
     from mlplab.engine.optimizers import make_optimizer
     from mlplab.training.loop import fit
 
-    network = build_network(architecture, 784, 10, seed=0)
+    network = build_network(case.architecture, 784, 10, seed=0)
     started = time.perf_counter()
     fit(
         network,
         SoftmaxCrossEntropy(),
         x,
         y,
-        epochs=1,
+        epochs=case.epochs,
         batch_size=BATCH,
         threads=threads,
-        optimizer=make_optimizer(optimizer, 1e-3 if optimizer == "adam" else 0.1),
+        optimizer=make_optimizer(case.optimizer, case.learning_rate),
         progress=False,
     )
     return time.perf_counter() - started
 
 
-def torch_epoch(architecture, optimizer_name, x, y, threads):
+def torch_run(case: Case, x, y, threads: int) -> float:
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers, width = [], 784
-    for item in architecture.split(","):
+    for item in case.architecture.split(","):
         units, activation = item.split(":")
         layers += [
             torch.nn.Linear(width, int(units)),
@@ -89,52 +154,51 @@ def torch_epoch(architecture, optimizer_name, x, y, threads):
         ]
         width = int(units)
     net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
-    optimizer = (
-        torch.optim.Adam(net.parameters(), lr=1e-3)
-        if optimizer_name == "adam"
-        else torch.optim.SGD(net.parameters(), lr=0.1)
-    )
+    optimizer_class = torch.optim.Adam if case.optimizer == "adam" else torch.optim.SGD
+    optimizer = optimizer_class(net.parameters(), lr=case.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     started = time.perf_counter()
-    order = torch.randperm(len(yt))
-    for start in range(0, len(yt), BATCH):
-        idx = order[start : start + BATCH]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(xt[idx]), yt[idx])
-        loss.backward()
-        optimizer.step()
+    for _ in range(case.epochs):
+        order = torch.randperm(len(yt))
+        for start in range(0, len(yt), BATCH):
+            idx = order[start : start + BATCH]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xt[idx]), yt[idx])
+            loss.backward()
+            optimizer.step()
     return time.perf_counter() - started
 
 
-def layer_widths(architecture):
+def layer_widths(architecture: str) -> list[int]:
     return [784] + [int(item.split(":")[0]) for item in architecture.split(",")] + [10]
 
 
-def epoch_flops(architecture, n=60000):
-    """Forward products, weight gradients, and input gradients of every layer but the first."""
+def n_params(architecture: str) -> int:
     widths = layer_widths(architecture)
-    pairs = list(zip(widths[:-1], widths[1:]))
-    forward = sum(2 * n * a * b for a, b in pairs)
-    input_grads = sum(2 * n * a * b for a, b in pairs[1:])
-    return 2 * forward + input_grads
+    return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def gemm_epoch(architecture, threads, n=60000):
-    """Time the epoch's GEMMs alone, with mlplab's (out, in) weight layout."""
+def steps(case: Case) -> int:
+    return case.epochs * -(-N_TRAIN // BATCH)
+
+
+def gemm_run(case: Case, threads: int) -> float:
+    """The run's GEMMs alone, with mlplab's (out, in) weight layout and no input gradient for
+    the data (nobody needs it)."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
-    widths = layer_widths(architecture)
+    widths = layer_widths(case.architecture)
     weights = [
         rng.standard_normal((b, a), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])
     ]
     acts = [rng.standard_normal((BATCH, w), dtype=np.float32) for w in widths]
-    outs = [np.empty((BATCH, w), dtype=np.float32) for w in widths]  # no allocation is timed
+    outs = [np.empty((BATCH, w), dtype=np.float32) for w in widths]
     weight_grads = [np.empty_like(w) for w in weights]
-    with threadpool_limits(threads):
+    with threadpool_limits(threads, user_api="blas"):
         started = time.perf_counter()
-        for _ in range(n // BATCH + 1):
+        for _ in range(steps(case)):
             for i, w in enumerate(weights):
                 np.matmul(acts[i], w.T, out=outs[i + 1])  # forward
                 np.matmul(acts[i + 1].T, acts[i], out=weight_grads[i])  # weight gradient
@@ -143,77 +207,111 @@ def gemm_epoch(architecture, threads, n=60000):
         return time.perf_counter() - started
 
 
-def peak_gflops(threads, size=2048):
-    from threadpoolctl import threadpool_limits
+def stream_bandwidth(threads: int, size: int = 1 << 24, calls: int = 5) -> float:
+    """Bytes per second of ``a += b`` over two 64 MB float32 arrays, on ``threads`` threads."""
+    a = np.ones(size, dtype=np.float32)
+    b = np.ones(size, dtype=np.float32)
+    bounds = [size * i // threads for i in range(threads + 1)]
+    chunks = [(a[lo:hi], b[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+    with ThreadPoolExecutor(threads) as pool:
 
-    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    with threadpool_limits(threads):
-        a @ a
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            a @ a
-            times.append(time.perf_counter() - started)
-    return 2 * size**3 / np.median(times) / 1e9
+        def one_pass():
+            for job in [pool.submit(np.add, x, y, out=x) for x, y in chunks]:
+                job.result()
+
+        one_pass()  # touch the pages first
+        started = time.perf_counter()
+        for _ in range(calls):
+            one_pass()
+        seconds = time.perf_counter() - started
+    return calls * 3 * a.nbytes / seconds
 
 
-def peak_memory_of_training():
-    """Peak resident memory of `mlplab train` for one epoch on full MNIST, in MB."""
-    with __import__("tempfile").TemporaryDirectory() as out:
-        subprocess.run(
-            [sys.executable, "-m", "mlplab", "train", "--epochs", "1", "--quiet", "--out", out],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+# ----------------------------------------------------------------------------- main
+def median(values) -> float:
+    return float(np.median(values)) if values else float("nan")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
+    parser.add_argument("--ablation", action="store_true", help="time each device switched off")
+    parser.add_argument("--cases", default="", help="comma-separated case numbers (1-4)")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     x, y = load_mnist()
-    peak = peak_gflops(args.threads)
-    rows = []
-    for label, architecture, optimizer in CASES:
-        mlplab_epoch(architecture, optimizer, x[:5000], y[:5000], args.threads)  # warm up
-        times = {"mlplab": [], "torch": [], "gemm": []}
-        for _ in range(args.repeats):
-            times["gemm"].append(gemm_epoch(architecture, args.threads))
-            times["mlplab"].append(mlplab_epoch(architecture, optimizer, x, y, args.threads))
+    cases = [CASES[int(i) - 1] for i in args.cases.split(",")] if args.cases else CASES
+    variants = ["mlplab"] + ([f"without {d}" for d in DEVICES] if args.ablation else [])
+    times = {case.label: {} for case in cases}
+    bandwidths = []
+    started = time.perf_counter()
+    for case in cases:  # warm up: BLAS threads, page faults, imports
+        mlplab_run(Case("", case.architecture, case.optimizer, case.learning_rate, 1), x, y, 2)
+    for repeat in range(args.repeats):
+        bandwidths.append(stream_bandwidth(args.threads))
+        for case in cases:
+            record = times[case.label]
+            record.setdefault("gemm", []).append(gemm_run(case, args.threads))
+            for variant in variants:
+                device = variant.removeprefix("without ")
+                if device in DEVICES:
+                    DEVICES[device](False)
+                try:
+                    seconds = mlplab_run(case, x, y, args.threads)
+                finally:
+                    if device in DEVICES:
+                        DEVICES[device](True)
+                record.setdefault(variant, []).append(seconds)
             if not args.no_torch:
-                times["torch"].append(torch_epoch(architecture, optimizer, x, y, args.threads))
-        median = {k: float(np.median(v)) if v else float("nan") for k, v in times.items()}
-        flops = epoch_flops(architecture)
-        rows.append((label, median, flops, flops / peak / 1e9, times))
-        print(label, {k: [round(t, 2) for t in v] for k, v in times.items()}, flush=True)
-    memory = peak_memory_of_training()
-
-    lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"threads={args.threads}; NumPy {np.__version__}"
-        + ("" if args.no_torch else f", PyTorch {__import__('torch').__version__}")
-        + f"; peak float32 GEMM {peak:.0f} GFLOP/s (2048x2048). Median of {args.repeats} "
-        f"interleaved repeats, one epoch of 60,000 images, batch {BATCH}.",
-        "",
-        "| network | GFLOP/epoch | mlplab s | PyTorch s | GEMMs alone s | peak-rate bound s "
-        "| mlplab / PyTorch | mlplab / GEMMs alone | mlplab / peak-rate bound |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, m, flops, bound, _ in rows:
-        lines.append(
-            f"| {label} | {flops / 1e9:.0f} | {m['mlplab']:.2f} | {m['torch']:.2f} | {m['gemm']:.2f} "
-            f"| {bound:.2f} | {m['mlplab'] / m['torch']:.2f} | {m['mlplab'] / m['gemm']:.2f} "
-            f"| {m['mlplab'] / bound:.2f} |"
+                record.setdefault("torch", []).append(torch_run(case, x, y, args.threads))
+        print(
+            f"repeat {repeat + 1}/{args.repeats} done after {time.perf_counter() - started:.0f} s",
+            flush=True,
         )
-    lines += [
+    bandwidth = median(bandwidths)
+
+    torch_version = "" if args.no_torch else f", PyTorch {__import__('torch').__version__}"
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        f"({len(os.sched_getaffinity(0))} usable), threads={args.threads}; NumPy "
+        f"{np.__version__}{torch_version}; stream bandwidth {bandwidth / 1e9:.1f} GB/s "
+        f"(median of {args.repeats}). Medians of {args.repeats} interleaved repeats, batch "
+        f"{BATCH}, 60,000 MNIST images per epoch. Total {time.perf_counter() - started:.0f} s.",
         "",
-        f"Peak resident memory of `mlplab train --epochs 1` on full MNIST: {memory:.0f} MB.",
+        "| case | mlplab s | PyTorch s | GEMMs alone s | state pass s | bound s "
+        "| mlplab / PyTorch | mlplab / bound |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for case in cases:
+        m = {k: median(v) for k, v in times[case.label].items()}
+        state_pass = steps(case) * STATE_ARRAYS[case.optimizer] * 2 * 4
+        state_pass = state_pass * n_params(case.architecture) / bandwidth
+        bound = m["gemm"] + state_pass
+        lines.append(
+            f"| {case.label} | {m['mlplab']:.2f} | {m.get('torch', float('nan')):.2f} "
+            f"| {m['gemm']:.2f} | {state_pass:.2f} | {bound:.2f} "
+            f"| {m['mlplab'] / m.get('torch', float('nan')):.2f} | {m['mlplab'] / bound:.2f} |"
+        )
+    if args.ablation:
+        lines += [
+            "",
+            "Ablation: gain of each speed device, `median time without it / median time with it"
+            " - 1` (negative: the engine is faster without it).",
+            "",
+            "| case | " + " | ".join(DEVICES) + " |",
+            "|---|" + "---|" * len(DEVICES),
+        ]
+        for case in cases:
+            m = {k: median(v) for k, v in times[case.label].items()}
+            gains = [m[f"without {d}"] / m["mlplab"] - 1 for d in DEVICES]
+            lines.append(f"| {case.label} | " + " | ".join(f"{g:+.1%}" for g in gains) + " |")
+    lines += ["", "Raw seconds per repeat:", ""]
+    for case in cases:
+        raw = {k: [round(t, 2) for t in v] for k, v in times[case.label].items()}
+        lines.append(f"- {case.label}: {raw}")
     table = "\n".join(lines)
     print(table)
     if args.write:

@@ -158,7 +158,8 @@ class Dense(Layer):
     def backward(self, grad_out):
         weight = self.params["weight"]
         np.matmul(grad_out.T, self.x, out=self.grads["weight"])  # dL/dW = grad_out^T x
-        np.sum(grad_out, axis=0, out=self.grads["bias"])  # dL/db = sum over the batch
+        # dL/db = sum over the batch (add.reduce is np.sum without its Python wrapper)
+        np.add.reduce(grad_out, axis=0, out=self.grads["bias"])
         if not self.input_grad_needed:  # the first layer: nobody wants dL/d(data)
             return None
         grad_in = self.work_array("grad_in", self.x.shape, grad_out.dtype)

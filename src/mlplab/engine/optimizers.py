@@ -104,10 +104,19 @@ class Optimizer:
 
     def __init__(self, learning_rate: float):
         self.learning_rate = learning_rate
-        self.state: dict[str, np.ndarray] = {"step": np.zeros((), dtype=np.int64)}
-        # A work array per tensor, kept between steps (allocating it anew costs page faults)
-        # and not part of the saved state.
-        self._scratch: dict[str, np.ndarray] = {}
+        self.state = {"step": np.zeros((), dtype=np.int64)}
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[str, np.ndarray]) -> None:
+        """Load a state (a checkpoint's) by replacing the whole dict, as this does."""
+        self._state = value
+        # Per tensor: its state arrays and a work array (kept between steps: allocating it anew
+        # costs page faults; not saved), looked up once instead of at every step.
+        self._tensor_slots: dict[str, tuple[np.ndarray, ...]] = {}
 
     @property
     def learning_rate(self) -> float:
@@ -128,18 +137,14 @@ class Optimizer:
             else:
                 workers.run(self._update, arrays)
 
-    def _slots(self, name: str, like: np.ndarray) -> list[np.ndarray]:
+    def _slots(self, name: str, like: np.ndarray) -> tuple[np.ndarray, ...]:
         """The tensor's state arrays (zeros before its first step), then its work array."""
-        slots = []
-        for kind in self.state_names:
-            key = f"{kind}/{name}"
-            if key not in self.state:
-                self.state[key] = np.zeros_like(like)
-            slots.append(self.state[key])
-        scratch = self._scratch.get(name)
-        if scratch is None or scratch.shape != like.shape or scratch.dtype != like.dtype:
-            scratch = self._scratch[name] = np.empty_like(like)
-        slots.append(scratch)
+        slots = self._tensor_slots.get(name)
+        if slots is None or slots[-1].shape != like.shape or slots[-1].dtype != like.dtype:
+            for kind in self.state_names:
+                self.state.setdefault(f"{kind}/{name}", np.zeros_like(like))
+            slots = (*(self.state[f"{k}/{name}"] for k in self.state_names), np.empty_like(like))
+            self._tensor_slots[name] = slots
         return slots
 
     def _begin_step(self) -> None:
