@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 
 from mlplab.cli import main
 from mlplab.errors import ConfigError, DataError
@@ -141,15 +142,23 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return build_store(tmp_path / "results.db")
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    """The synthetic store, built once: the tests only read it."""
+    return build_store(tmp_path_factory.mktemp("store") / "results.db")
 
 
-def test_report_writes_every_file_and_names_each_plot(store_path: Path, tmp_path: Path):
-    out = tmp_path / "report"
-    report = write_report(store_path, out, top=4)
-    assert report == out / "report.md"
+@pytest.fixture(scope="module")
+def report_folder(store_path: Path, tmp_path_factory) -> Path:
+    """One report of the synthetic store with all ten configurations tested (45 pairs)."""
+    out = tmp_path_factory.mktemp("report") / "report"
+    assert write_report(store_path, out, top=10) == out / "report.md"
+    return out
+
+
+def test_report_writes_every_file_and_names_each_plot(report_folder: Path):
+    out = report_folder
+    report = out / "report.md"
     for name in ("configurations.csv", "trials.csv", "significance.csv", *PLOT_FILES):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
@@ -161,11 +170,8 @@ def test_report_writes_every_file_and_names_each_plot(store_path: Path, tmp_path
     assert not list(out.glob("*.tmp")), "temporary files left behind"
 
 
-def test_configurations_csv_has_one_row_per_configuration_best_first(
-    store_path: Path, tmp_path: Path
-):
-    write_report(store_path, tmp_path / "r")
-    rows = read_csv(tmp_path / "r" / "configurations.csv")
+def test_configurations_csv_has_one_row_per_configuration_best_first(report_folder: Path):
+    rows = read_csv(report_folder / "configurations.csv")
     assert len(rows) == 10
     assert rows[0]["label"] == "500:relu,500:relu"
     means = [float(row["test_accuracy_mean"]) for row in rows]
@@ -190,11 +196,8 @@ def test_configurations_csv_has_one_row_per_configuration_best_first(
     assert depth3["depth"] == "3" and depth3["hidden_widths"] == "32-32-32"
 
 
-def test_trials_csv_lists_every_trial_failed_ones_with_their_error(
-    store_path: Path, tmp_path: Path
-):
-    write_report(store_path, tmp_path / "r")
-    rows = read_csv(tmp_path / "r" / "trials.csv")
+def test_trials_csv_lists_every_trial_failed_ones_with_their_error(report_folder: Path):
+    rows = read_csv(report_folder / "trials.csv")
     assert len(rows) == 31
     failed = [row for row in rows if row["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["error"] == "diverged at epoch 2"
@@ -203,7 +206,7 @@ def test_trials_csv_lists_every_trial_failed_ones_with_their_error(
 
 
 def test_clearly_better_configuration_is_significant_and_identical_ones_are_not(
-    store_path: Path, tmp_path: Path
+    store_path: Path, report_folder: Path
 ):
     with Store(store_path, create=False) as store:
         summaries = summarize(store.configurations())
@@ -232,12 +235,11 @@ def test_clearly_better_configuration_is_significant_and_identical_ones_are_not(
         sentence
     )
 
-    write_report(store_path, tmp_path / "r", top=10)
-    rows = read_csv(tmp_path / "r" / "significance.csv")
+    rows = read_csv(report_folder / "significance.csv")
     assert len(rows) == 45
     twins = next(row for row in rows if {row["a"], row["b"]} == {names[twin_a], names[twin_b]})
     assert twins["significant"] == "false" and float(twins["mcnemar_p"]) == 1.0
-    text = (tmp_path / "r" / "report.md").read_text()
+    text = (report_folder / "report.md").read_text()
     assert "* |" in text  # the significant cells are marked
     assert "seed 0, the first seed every pair shares" in text
 
@@ -254,18 +256,17 @@ def test_two_layer_heatmap_has_one_cell_per_split(store_path: Path):
     with Store(store_path, create=False) as store:
         summaries = summarize(store.configurations())
     figure = two_layer_heatmap_figure(summaries, "test_accuracy")
-    # Two groups: the relu splits of 1000 units (lr 0.001), and the 32+32 / 64+64 sigmoid stacks;
-    # 600+400 at lr=0.01 is a group of one cell and is not drawn.
-    relu_axes, sigmoid_axes = (axes for axes in figure.axes if axes.get_images())
-    image = relu_axes.get_images()[0]
+    # One heatmap: the relu splits of 1000 units at lr 0.001. 600+400 at lr=0.01 is a cell on its
+    # own, and 32+32 with 64+64 (sigmoid) share no width and no total, so neither is drawn.
+    (heat_axes,) = (axes for axes in figure.axes if axes.get_images())
+    image = heat_axes.get_images()[0]
     # First widths 200, 500, 600, 800 by second widths 200, 400, 500, 800; four splits filled.
     assert image.get_array().shape == (4, 4)
-    assert [t.get_text() for t in relu_axes.get_yticklabels()] == ["200", "500", "600", "800"]
-    assert [t.get_text() for t in relu_axes.get_xticklabels()] == ["200", "400", "500", "800"]
+    assert [t.get_text() for t in heat_axes.get_yticklabels()] == ["200", "500", "600", "800"]
+    assert [t.get_text() for t in heat_axes.get_xticklabels()] == ["200", "400", "500", "800"]
     assert int(np.sum(~np.ma.getmaskarray(image.get_array()))) == 4
-    assert "1000 units in all" in relu_axes.get_title()
-    assert sigmoid_axes.get_images()[0].get_array().shape == (2, 2)
-    best = [t for t in relu_axes.texts if t.get_weight() == "bold"]
+    assert "1000 units in all" in heat_axes.get_title()
+    best = [t for t in heat_axes.texts if t.get_weight() == "bold"]
     assert [t.get_text() for t in best] == [f"{100 * summaries[0].mean('test_accuracy'):.2f}"]
 
 
@@ -276,11 +277,16 @@ def test_depth_width_figure_draws_both_panels_with_seed_dots(store_path: Path):
     depth_axes, width_axes = figure.axes[:2]
     assert depth_axes.get_xlabel().startswith("hidden layers")
     assert width_axes.get_xlabel().startswith("units per hidden layer")
-    # The 32-wide sigmoid stacks at depths 1, 2, 3 form one line with an error bar per depth.
+    # The 32-wide sigmoid stacks at depths 1, 2, 3 form the one line of the depth panel (a width
+    # tried at one depth shows no trend); depth 2 at widths 32 and 64 the one of the width panel.
     labels = [text.get_text() for text in depth_axes.get_legend().get_texts()]
-    assert any(label.startswith("width 32 sigmoid") for label in labels)
-    dots = sum(len(c.get_offsets()) for c in depth_axes.collections if hasattr(c, "get_offsets"))
-    assert dots >= 3 * 4  # three seeds of each of the four sigmoid stacks, at least
+    assert labels == ["width 32 sigmoid learning_rate=0.001"]  # the rate varies in the store
+    dots = sum(
+        len(c.get_offsets()) for c in depth_axes.collections if isinstance(c, PathCollection)
+    )
+    assert dots == 3 * 3  # three seeds at each of three depths
+    labels = [text.get_text() for text in width_axes.get_legend().get_texts()]
+    assert labels == ["depth 2 sigmoid learning_rate=0.001"]
 
 
 def test_budget_and_curves_and_gaps_figures_show_what_the_store_holds(store_path: Path):
@@ -363,9 +369,7 @@ def test_figures_that_do_not_apply_say_why(tmp_path: Path):
 
 def test_a_rerun_removes_plots_that_no_longer_apply(store_path: Path, tmp_path: Path):
     out = tmp_path / "r"
-    write_report(store_path, out)
-    assert (out / "two_layer_landscape.png").is_file()
-    write_report(store_path, out, sweep="s")  # same data: still there
+    write_report(store_path, out, sweep="s")
     assert (out / "two_layer_landscape.png").is_file()
     db = tmp_path / "one.db"
     with Store(db) as store:

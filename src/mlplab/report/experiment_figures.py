@@ -63,12 +63,11 @@ def depth_width_figure(summaries: list[ConfigurationSummary], metric: str) -> Fi
     settings that vary in the store. A panel is drawn when its axis takes at least two values.
     """
     stacks = [s for s in summaries if s.shape and s.shape.uniform and s.mean(metric) is not None]
-    depths = {s.shape.depth for s in stacks}
     widths = {s.shape.widths[0] for s in stacks}
     panels = []
-    if len(depths) >= 2:
+    if _lines(stacks, "width"):
         panels.append(("depth", "hidden layers (depth)", lambda s: s.shape.depth, "width"))
-    if len(widths) >= 2:
+    if _lines(stacks, "depth"):
         panels.append(
             ("width", "units per hidden layer (width)", lambda s: s.shape.widths[0], "depth")
         )
@@ -82,10 +81,7 @@ def depth_width_figure(summaries: list[ConfigurationSummary], metric: str) -> Fi
     for axes, (kind, xlabel, x_of, line_name) in zip(axes_list, panels):
         # Widths usually double from one to the next (32, 64, ..., 2048): a log axis spaces them.
         log_x = kind == "width" and _spans(widths, 8)
-        lines = defaultdict(list)
-        for s in stacks:
-            fixed = s.shape.widths[0] if line_name == "width" else s.shape.depth
-            lines[(f"{line_name} {fixed}", s.shape.steps, s.others)].append(s)
+        lines = _lines(stacks, line_name)
         for number, (key, members) in enumerate(sorted(lines.items(), key=_line_order)):
             members.sort(key=x_of)
             x = np.array([x_of(s) for s in members], dtype=float)
@@ -123,6 +119,16 @@ def depth_width_figure(summaries: list[ConfigurationSummary], metric: str) -> Fi
     return _finish(figure, f"{METRIC_NAMES[metric]}: mean ± sd over seeds, dots = single seeds")
 
 
+def _lines(stacks: list[ConfigurationSummary], fixed: str) -> dict[tuple, list]:
+    """Stacks grouped into lines that keep ``fixed`` ("width" or "depth"), the layers' steps and
+    the other settings; only lines with two or more points (a single point shows no trend)."""
+    lines = defaultdict(list)
+    for s in stacks:
+        value = s.shape.widths[0] if fixed == "width" else s.shape.depth
+        lines[(f"{fixed} {value}", s.shape.steps, s.others)].append(s)
+    return {key: members for key, members in lines.items() if len(members) >= 2}
+
+
 def _line_order(item):
     (fixed, steps, others), _ = item
     name, _, number = fixed.partition(" ")
@@ -152,8 +158,17 @@ def two_layer_groups(summaries: list[ConfigurationSummary], metric: str) -> list
             # Summaries come best first, so a cell two configurations share shows the better.
             groups[key].setdefault((s.shape.widths[0], s.shape.widths[1]), s)
     found = [(" ".join(p for p in key if p), cells) for key, cells in groups.items()]
-    found = [(name, cells) for name, cells in found if len(cells) >= 2]
+    found = [(name, cells) for name, cells in found if _comparable(cells)]
     return sorted(found, key=lambda item: -len(item[1]))
+
+
+def _comparable(cells: dict) -> bool:
+    """Whether some two splits differ in one width only, or spend the same total of units: a
+    diagonal of 32+32 and 64+64 alone is a width sweep, not a landscape."""
+    firsts = [a for a, _ in cells]
+    seconds = [b for _, b in cells]
+    totals = [a + b for a, b in cells]
+    return any(len(v) > len(set(v)) for v in (firsts, seconds, totals))
 
 
 def two_layer_heatmap_figure(summaries: list[ConfigurationSummary], metric: str) -> Figure:
@@ -167,7 +182,7 @@ def two_layer_heatmap_figure(summaries: list[ConfigurationSummary], metric: str)
     if not groups:
         raise NotApplicable(
             "The two-layer landscape is not drawn: no two networks with exactly two hidden layers "
-            "differ only in their widths."
+            "and otherwise equal settings share a layer width or a total of units."
         )
     left_out = len(groups) - MAX_HEATMAPS
     groups = groups[:MAX_HEATMAPS]
@@ -188,6 +203,7 @@ def _heatmap(figure: Figure, axes, name: str, cells: dict, metric: str) -> None:
     grid = np.full((len(firsts), len(seconds)), np.nan)
     for (a, b), s in cells.items():
         grid[firsts.index(a), seconds.index(b)] = 100 * s.mean(metric)
+    axes.set_facecolor("0.92")  # grey: a split that was not run
     image = axes.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
     finite = grid[np.isfinite(grid)]
     middle = (finite.min() + finite.max()) / 2
@@ -247,8 +263,8 @@ def budget_depth_figure(summaries: list[ConfigurationSummary], metric: str) -> F
                 short(depths[d].shape.architecture, 28),
                 (d, 100 * depths[d].mean(metric)),
                 textcoords="offset points",
-                xytext=(4, 6),
-                fontsize=6,
+                xytext=(5, 6),
+                fontsize=7,
                 color=colour,
             )
     axes.set_xlabel("hidden layers (depth)")
@@ -347,9 +363,9 @@ def learning_curves_figure(summaries: list[ConfigurationSummary], top: int) -> F
 
 def gaps_figure(summaries: list[ConfigurationSummary]) -> Figure:
     """Two horizontal bar charts, one bar per configuration (best at the top): train minus test
-    accuracy (overfitting), and first-half minus last-half test accuracy (how much the two halves
-    of the test set, written by different people in MNIST, disagree). Bars are means over seeds
-    with sd error bars, dots the seeds."""
+    accuracy (overfitting), and first-half minus last-half test accuracy (in MNIST the first
+    5,000 test images are the cleaner, easier ones). Bars are means over seeds with sd error
+    bars, dots the seeds."""
     shown = summaries[:MAX_BARS]
     panels = [
         ("train_test_gap", "train − test accuracy (points)"),
@@ -426,22 +442,42 @@ def time_figure(summaries: list[ConfigurationSummary], metric: str) -> Figure:
         capsize=2,
         ms=5,
     )
-    named = set(range(min(3, len(timed)))) | {int(np.argmin(seconds))}
-    for i in sorted(named):
-        rank = summaries.index(timed[i]) + 1
-        axes.annotate(
-            short(f"{rank}. {timed[i].name}", 30),
-            (seconds[i], accuracy[i]),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=7,
-        )
-    if seconds.min() > 0 and seconds.max() / seconds.min() > 20:
+    log_x = bool(seconds.min() > 0 and seconds.max() / seconds.min() > 20)
+    if log_x:
         axes.set_xscale("log")
+    named = sorted(set(range(min(3, len(timed)))) | {int(np.argmin(seconds))})
+    _name_points(axes, [(seconds[i], accuracy[i], timed[i], summaries) for i in named], log_x)
     axes.set_xlabel("training time (s, mean over seeds)")
     axes.set_ylabel(f"mean {METRIC_NAMES[metric]} (%)")
     axes.grid(alpha=0.3)
     return _finish(figure, "time per configuration against accuracy")
+
+
+def _name_points(axes, points: list[tuple], log_x: bool) -> None:
+    """Label points with "rank. name": to the left of points in the right part of the plot (so
+    the text stays inside), stacked downwards where points lie close together."""
+    xs = np.array([p[0] for p in points], dtype=float)
+    scale_x = np.log10(np.maximum(xs, 1e-12)) if log_x else xs
+    low_x, high_x = axes.dataLim.x0, axes.dataLim.x1
+    if log_x:
+        low_x, high_x = np.log10(max(low_x, 1e-12)), np.log10(max(high_x, 1e-12))
+    span_x = max(high_x - low_x, 1e-12)
+    span_y = max(axes.dataLim.y1 - axes.dataLim.y0, 1e-12)
+    placed: list[tuple[float, float, int]] = []
+    for (x, y, summary, summaries), fx in zip(points, scale_x):
+        nx, ny = (fx - low_x) / span_x, (y - axes.dataLim.y0) / span_y
+        near = [k for px, py, k in placed if abs(px - nx) < 0.25 and abs(py - ny) < 0.08]
+        level = max(near) + 1 if near else 0
+        placed.append((nx, ny, level))
+        right = nx > 0.6
+        axes.annotate(
+            short(f"{summaries.index(summary) + 1}. {summary.name}", 30),
+            (x, y),
+            textcoords="offset points",
+            xytext=(-6 if right else 6, 4 - 10 * level),
+            ha="right" if right else "left",
+            fontsize=7,
+        )
 
 
 # -- 6. significance -------------------------------------------------------------------------------
@@ -462,9 +498,9 @@ def significance_figure(significance: Significance) -> Figure:
     grid = np.where(np.tril(np.ones((n, n), dtype=bool), -1), mcnemar, paired)
     np.fill_diagonal(grid, np.nan)
     strength = -np.log10(np.clip(grid, 1e-6, 1.0))
-    side = max(4.8, 0.9 * n + 2.8)
-    figure = new_figure(side + 1.3, side)
+    figure = new_figure(max(6.0, 0.85 * n + 4.8), max(4.0, 0.7 * n + 2.0))
     axes = figure.subplots()
+    axes.set_facecolor("0.92")  # grey: the diagonal and pairs no test could compare
     image = axes.imshow(np.ma.masked_invalid(strength), cmap="Blues", vmin=0, vmax=4)
     for (i, j), p in np.ndenumerate(grid):
         if i == j:
@@ -485,7 +521,7 @@ def significance_figure(significance: Significance) -> Figure:
         "Holm-adjusted p-values, * = significant at 5%\n"
         "below the diagonal: McNemar (test predictions, one seed); "
         "above: paired t-test over seeds",
-        fontsize=8,
+        fontsize=9,
     )
     figure.tight_layout()
     return figure

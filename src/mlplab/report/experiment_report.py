@@ -366,9 +366,9 @@ def _draw_plots(summaries, significance, metric, top, out: Path) -> list[tuple[s
         (
             "Train/test gap and first-half/last-half test gap",
             "Left: train accuracy minus test accuracy of each configuration (overfitting). "
-            "Right: accuracy on the first half of the test set minus the last half (in MNIST the "
-            "halves were written by different people). Bars are means over seeds, with sd error "
-            "bars and the seeds as dots"
+            "Right: accuracy on the first half of the test set minus the last half (MNIST's "
+            "first 5,000 test images come from a cleaner, easier source than the last 5,000). "
+            "Bars are means over seeds, with sd error bars and the seeds as dots"
             + (f"; only the best {MAX_BARS} are drawn." if n > MAX_BARS else "."),
             "gaps.png",
             lambda: gaps_figure(summaries),
