@@ -337,8 +337,12 @@ def learning_curves_figure(summaries: list[ConfigurationSummary], top: int) -> F
         if loss is not None:
             loss_axes.plot(np.arange(1, len(loss) + 1), loss, label=label, **style)
     accuracy_axes.set_ylabel("validation accuracy (%)")
+    # Zoom on the later epochs, where configurations part ways; the first epochs may fall below.
     low = np.nanmin([np.nanmin(acc[len(acc) // 2 :]) for _, acc, _ in curves])
-    accuracy_axes.set_ylim(max(0.0, math.floor(100 * low - 1)), 100)
+    high = np.nanmax([np.nanmax(acc) for _, acc, _ in curves])
+    accuracy_axes.set_ylim(
+        max(0.0, math.floor(100 * low - 1)), min(100.0, math.ceil(100 * high + 0.5))
+    )
     loss_axes.set_ylabel("validation loss")
     loss_axes.set_ylim(bottom=0)
     for axes in (accuracy_axes, loss_axes):
@@ -363,8 +367,8 @@ def learning_curves_figure(summaries: list[ConfigurationSummary], top: int) -> F
 
 def gaps_figure(summaries: list[ConfigurationSummary]) -> Figure:
     """Two horizontal bar charts, one bar per configuration (best at the top): train minus test
-    accuracy (overfitting), and first-half minus last-half test accuracy (in MNIST the first
-    5,000 test images are the cleaner, easier ones). Bars are means over seeds with sd error
+    accuracy (overfitting), and first-half minus last-half test accuracy (MNIST's two halves
+    come from different groups of writers). Bars are means over seeds with sd error
     bars, dots the seeds."""
     shown = summaries[:MAX_BARS]
     panels = [

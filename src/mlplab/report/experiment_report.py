@@ -367,7 +367,7 @@ def _draw_plots(summaries, significance, metric, top, out: Path) -> list[tuple[s
             "Train/test gap and first-half/last-half test gap",
             "Left: train accuracy minus test accuracy of each configuration (overfitting). "
             "Right: accuracy on the first half of the test set minus the last half (MNIST's "
-            "first 5,000 test images come from a cleaner, easier source than the last 5,000). "
+            "two halves come from different groups of writers, and are not equally hard). "
             "Bars are means over seeds, with sd error bars and the seeds as dots"
             + (f"; only the best {MAX_BARS} are drawn." if n > MAX_BARS else "."),
             "gaps.png",
@@ -527,7 +527,7 @@ def report_markdown(
     lines = [
         f"# Experiment report: `{store.path.name}`",
         "",
-        f"- Store: `{store.path}`",
+        f"- Store: `{store.path.resolve()}`",
         f"- Sweep{'s' if sweep is None and len(sweeps) > 1 else ''}: {_sweeps_text(sweep, sweeps)}",
         f"- {done} finished trial{'s' if done != 1 else ''} of {len(summaries)} "
         f"configuration{'s' if len(summaries) != 1 else ''}, {_seeds_text(summaries)}"
