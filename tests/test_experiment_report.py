@@ -194,6 +194,7 @@ def test_configurations_csv_has_one_row_per_configuration_best_first(report_fold
     assert "optimizer.name" not in first
     depth3 = next(row for row in rows if row["architecture"] == "3x32:sigmoid")
     assert depth3["depth"] == "3" and depth3["hidden_widths"] == "32-32-32"
+    assert depth3["layer_steps"] == "sigmoid"
 
 
 def test_trials_csv_lists_every_trial_failed_ones_with_their_error(report_folder: Path):
@@ -414,8 +415,16 @@ def test_bad_options_are_one_line_errors(store_path: Path, tmp_path: Path, capsy
     assert "no sweep 'nope'; the store has: 's'" in capsys.readouterr().err
     assert main(["report", str(store_path), "--top", "1"]) == 2
     assert "--top 1" in capsys.readouterr().err
+    assert main(["report", str(store_path), "--top", "21"]) == 2
+    assert "--top 21: give 2 to 20" in capsys.readouterr().err
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    assert main(["report", str(store_path), "--out", str(a_file)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="metric"):
         write_report(store_path, tmp_path / "r", metric="test_loss")
+    with pytest.raises(ConfigError, match="top True"):
+        write_report(store_path, tmp_path / "r", top=True)
     empty = tmp_path / "empty.db"
     Store(empty).close()
     with pytest.raises(DataError, match="no finished trials"):

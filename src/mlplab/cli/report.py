@@ -41,7 +41,7 @@ def register(subparsers) -> None:
         "--top",
         type=int,
         default=5,
-        help="how many of the best configurations to test against each other (default: 5)",
+        help="how many of the best configurations to test against each other, 2 to 20 (default: 5)",
     )
     report.set_defaults(func=run_report)
 
@@ -53,10 +53,10 @@ def default_out(store: Path) -> Path:
 
 def run_report(args) -> int:
     from mlplab.experiments.store import store_path
-    from mlplab.report.experiment_report import write_report
+    from mlplab.report.experiment_report import MAX_TOP, write_report
 
-    if args.top < 2:
-        raise ConfigError(f"--top {args.top}: give at least 2 configurations to compare")
+    if not 2 <= args.top <= MAX_TOP:
+        raise ConfigError(f"--top {args.top}: give 2 to {MAX_TOP} configurations to compare")
     store = store_path(args.store)
     out = Path(args.out) if args.out else default_out(store)
     path = write_report(args.store, out, sweep=args.sweep, metric=args.metric, top=args.top)

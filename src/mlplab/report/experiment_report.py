@@ -53,6 +53,8 @@ from mlplab.report.plots import save_figure
 from mlplab.saving import write_text
 
 REPORT_FILE = "report.md"
+# The most configurations tested against each other: MAX_TOP x MAX_TOP p-values still read.
+MAX_TOP = 20
 # The most configurations report.md lists; configurations.csv always has them all.
 MAX_TABLE_ROWS = 50
 # Metrics of trials.csv in this order first; any others a trial recorded follow, sorted.
@@ -104,8 +106,11 @@ def write_report(
     """
     if metric not in RANK_METRICS:
         raise ConfigError(f"metric {metric!r}: choose one of {', '.join(RANK_METRICS)}")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 2:
-        raise ConfigError(f"top {top!r}: give at least 2 configurations to test against each other")
+    if isinstance(top, bool) or not isinstance(top, int) or not 2 <= top <= MAX_TOP:
+        raise ConfigError(
+            f"top {top!r}: test between 2 and {MAX_TOP} configurations against each other "
+            "(a larger matrix cannot be read)"
+        )
     if isinstance(store_path_or_store, Store):
         return _write(store_path_or_store, Path(out_folder), sweep, metric, top)
     with Store(store_path_or_store, create=False) as store:
@@ -132,13 +137,24 @@ def _write(store: Store, out: Path, sweep: str | None, metric: str, top: int) ->
         )
     all_trials = store.trials(sweep, status=None)
     significance = pairwise_tests(summaries, metric, top)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
     write_text(out / "configurations.csv", configurations_csv(summaries))
     write_text(out / "trials.csv", trials_csv(all_trials))
     write_text(out / "significance.csv", significance_csv(significance))
     plots = _draw_plots(summaries, significance, metric, top, out)
     text = report_markdown(store, sweep, sweeps, summaries, all_trials, significance, plots, metric)
     return write_text(out / REPORT_FILE, text)
+
+
+def _make_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; give a folder for the report with --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"{out}: cannot make the report folder ({error.strerror or error})"
+        ) from None
 
 
 # -- CSV tables -----------------------------------------------------------------------------------
@@ -175,6 +191,7 @@ def configuration_rows(summaries: list[ConfigurationSummary]) -> tuple[list[str]
         "depth",
         "hidden_widths",
         "hidden_units",
+        "layer_steps",
         *settings,
         "n_seeds",
         "seeds",
@@ -203,6 +220,7 @@ def configuration_rows(summaries: list[ConfigurationSummary]) -> tuple[list[str]
             "depth": shape.depth if shape else None,
             "hidden_widths": "-".join(map(str, shape.widths)) if shape else None,
             "hidden_units": shape.units if shape else None,
+            "layer_steps": shape.steps if shape else None,
             **s.settings,
             "n_seeds": len(s.seeds),
             "seeds": s.seeds,
