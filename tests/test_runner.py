@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from mlplab.errors import ConfigError
-from mlplab.experiments.runner import plan_threads, run_sweep
+from mlplab.experiments import trial as trial_module
+from mlplab.experiments.runner import _pick, plan_threads, run_sweep
 from mlplab.experiments.store import Store
 from mlplab.experiments.sweep import load_sweep
+from mlplab.experiments.trial import data_key
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 
@@ -202,3 +204,34 @@ def test_a_killed_sweep_loses_only_running_trials_and_a_rerun_completes_it(tmp_p
     for key, record in killed.items():
         assert final[key].timings == record.timings
     assert all(record.status == "done" for record in final.values())
+
+
+def test_a_free_worker_takes_a_trial_whose_data_it_holds_else_data_nobody_holds():
+    queue = [("t1", {}, "seed0"), ("t2", {}, "seed1"), ("t3", {}, "seed2"), ("t4", {}, "seed1")]
+    assert _pick(queue, mine={"seed1"}, others={"seed0"}) == 1
+    assert _pick(queue, mine=set(), others={"seed0", "seed1"}) == 2
+    assert _pick(queue, mine={"seed9"}, others={"seed0", "seed1", "seed2"}) == 0
+
+
+def test_trials_share_prepared_data_only_when_data_settings_and_split_seed_agree(two_worker_run):
+    trials, _, _ = two_worker_run
+    keys = {(t.seed, t.config["model"]["architecture"]): data_key(t.config) for t in trials}
+    assert keys[(0, "16:relu")] == keys[(0, "8:relu,8:relu")] != keys[(1, "16:relu")]
+    config = trials[0].config
+    moved = {**config, "data": {**config["data"], "data_dir": "/elsewhere"}}
+    assert data_key(moved) == data_key(config)
+    cropped = {**config, "data": {**config["data"], "crop_border": 2}}
+    assert data_key(cropped) != data_key(config)
+
+
+def test_a_worker_holds_at_most_max_prepared_settings(monkeypatch):
+    monkeypatch.setattr(trial_module, "_data_cache", None)
+    monkeypatch.setattr(trial_module, "_cached_keys", set())
+    cache = trial_module.worker_data_cache("a")
+    cleared = []
+    monkeypatch.setattr(cache, "clear", lambda: cleared.append(True))
+    for key in ["b", "c", "d", "a", "b"]:  # four settings fit
+        assert trial_module.worker_data_cache(key) is cache
+    assert cleared == []
+    trial_module.worker_data_cache("e")  # a fifth drops the cache and starts afresh
+    assert cleared == [True] and trial_module._cached_keys == {"e"}

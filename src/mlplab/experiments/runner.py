@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from mlplab.errors import ConfigError, MlplabError
 from mlplab.experiments.records import TrialRecord
 from mlplab.experiments.sweep import Trial
-from mlplab.experiments.trial import run_trial
+from mlplab.experiments.trial import MAX_PREPARED_SETTINGS, data_key, run_trial
 
 # How long to keep trying to reach a Dask scheduler before saying it cannot be reached.
 DASK_CONNECT_TIMEOUT = "20s"
@@ -176,29 +176,54 @@ def _failed(trial: Trial, config: dict, error: BaseException) -> TrialRecord:
     )
 
 
+def _pick(queue: list, mine: set, others: set) -> int:
+    """Index of the next job for a worker: one whose data it holds, else one whose data no
+    worker holds yet, else the first. Splitting and preprocessing MNIST costs about half a trial
+    of a small network, so a worker that stays with its data prepares it once, not once per seed.
+    """
+    for index, (_, _, key) in enumerate(queue):
+        if key in mine:
+            return index
+    for index, (_, _, key) in enumerate(queue):
+        if key not in others:
+            return index
+    return 0
+
+
 def _run_local(jobs, workers: int, arrived: Callable) -> None:
     """Worker processes, started by "spawn": a fresh interpreter holds no copy of the parent's
-    threads (BLAS pools, tqdm's monitor), which a fork would duplicate mid-state."""
+    threads (BLAS pools, tqdm's monitor), which a fork would duplicate mid-state.
+
+    Each worker is a one-process pool of its own, so that the parent chooses which worker runs
+    which trial (see :func:`_pick`), one trial at a time, so "running" on the progress bar is
+    exact.
+    """
     context = multiprocessing.get_context("spawn")
-    queue = list(reversed(jobs))
-    running: dict[futures.Future, tuple] = {}
-    executor = futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    # Trials that share data next to each other; sorted() keeps the sweep's order within them.
+    queue = sorted(((trial, config, data_key(config)) for trial, config in jobs), key=_third)
+    pools = [futures.ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(workers)]
+    held: list[set] = [set() for _ in pools]  # data keys each worker has prepared
+    running: dict[futures.Future, tuple] = {}  # future -> (worker, trial, config)
     try:
-        # At most `workers` trials in flight, so "running" on the progress bar is exact.
         while queue or running:
-            while queue and len(running) < workers:
-                trial, config = queue.pop()
-                running[executor.submit(run_trial, config, trial.sweep, trial.label)] = (
-                    trial,
-                    config,
-                )
+            busy = {worker for worker, _, _ in running.values()}
+            for worker in range(workers):
+                if worker in busy or not queue:
+                    continue
+                others = set().union(*(h for w, h in enumerate(held) if w != worker))
+                trial, config, key = queue.pop(_pick(queue, held[worker], others))
+                if key not in held[worker] and len(held[worker]) >= MAX_PREPARED_SETTINGS:
+                    held[worker] = set()  # the worker's cache will be dropped: see run_trial
+                held[worker].add(key)
+                future = pools[worker].submit(run_trial, config, trial.sweep, trial.label)
+                running[future] = (worker, trial, config)
             finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
             # Take all finished trials out first, so that "running" counts only the others.
-            for future, (trial, config) in [(f, running.pop(f)) for f in finished]:
+            for future, (_, trial, config) in [(f, running.pop(f)) for f in finished]:
                 try:
                     record = future.result()
                 except BrokenProcessPool:
-                    labels = ", ".join(t.label for t, _ in [(trial, config), *running.values()])
+                    labels = ", ".join(t.label for _, t, _ in [(0, trial, 0), *running.values()])
                     raise MlplabError(
                         f"a worker process died (killed, out of memory, or a script calling "
                         f"run_sweep without `if __name__ == '__main__':`) while running "
@@ -210,7 +235,12 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
                 arrived(trial, record, len(running))
     finally:
         # On an error or Ctrl-C, drop what has not started and do not wait for running trials.
-        executor.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _third(job: tuple) -> str:
+    return job[2]
 
 
 def _run_dask(jobs, address: str, arrived: Callable) -> None:

@@ -12,6 +12,7 @@ dataset is read, and each preprocessing fitted, once per worker rather than once
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -23,18 +24,28 @@ import numpy as np
 from mlplab.errors import MlplabError
 from mlplab.experiments.records import TrialRecord
 
-# The worker process's data cache, made on its first trial (never on import). A worker process
-# runs one trial at a time, so the cache is not shared between threads.
+# The worker process's data cache, made on its first trial (never on import).
 _data_cache = None
+_cached_keys: set[str] = set()  # the data settings it holds
+# A prepared MNIST (train, validation and test as float32) takes about 220 MB; a worker holds at
+# most this many data settings (dataset, preprocessing, split seed) before starting afresh, so
+# that a sweep over many crops and seeds cannot fill the memory.
+MAX_PREPARED_SETTINGS = 4
 
 
-def worker_data_cache():
-    """The data cache of this process, made on first use."""
-    global _data_cache
+def worker_data_cache(key: str | None = None):
+    """The data cache of this process, made on first use; dropped when a trial needs a data
+    setting beyond :data:`MAX_PREPARED_SETTINGS` (``key`` names the setting)."""
+    global _data_cache, _cached_keys
+    from mlplab.training.runs import DataCache
+
     if _data_cache is None:
-        from mlplab.training.runs import DataCache
-
-        _data_cache = DataCache()
+        _data_cache, _cached_keys = DataCache(), set()
+    if key is not None and key not in _cached_keys:
+        if len(_cached_keys) >= MAX_PREPARED_SETTINGS:
+            _data_cache.clear()
+            _cached_keys = set()
+        _cached_keys.add(key)
     return _data_cache
 
 
@@ -77,7 +88,8 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
         # The whole trial, test-set evaluation included, keeps to its threads, so that workers
         # side by side do not oversubscribe the cores.
         with thread_limit(run_config.training.threads or None):
-            prepared = prepare_run(run_config, data_cache=worker_data_cache(), progress=False)
+            cache = worker_data_cache(data_key(config))
+            prepared = prepare_run(run_config, data_cache=cache, progress=False)
             result = train_run(prepared, None, progress=False)
     except MlplabError as error:
         record.status = "failed"
@@ -92,6 +104,16 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
     record.labels = np.asarray(prepared.y_test, dtype=np.uint8)
     record.timings = _timings(started_at, started, result.seconds)
     return record
+
+
+def data_key(config: dict) -> str:
+    """What a worker's data cache keys on: every data setting but the folder, and the split
+    seed (runs that share these share their prepared arrays)."""
+    from mlplab.training.config import RunConfig
+
+    data = {key: value for key, value in config["data"].items() if key != "data_dir"}
+    split_seed = RunConfig.from_dict(config).resolved_seeds()["split"]
+    return json.dumps([data, split_seed], sort_keys=True)
 
 
 def _metrics(result) -> dict:
@@ -142,4 +164,4 @@ def _versions() -> dict:
     return {"mlplab": __version__, "numpy": np.__version__, "python": sys.version.split()[0]}
 
 
-__all__ = ["run_trial", "worker_data_cache"]
+__all__ = ["MAX_PREPARED_SETTINGS", "data_key", "run_trial", "worker_data_cache"]
