@@ -424,10 +424,6 @@ def _draw_plots(summaries, significance, metric, top, out: Path) -> list[tuple[s
 # -- report.md ------------------------------------------------------------------------------------
 
 
-def _points(value) -> str:
-    return "" if value is None else f"{100 * value:.2f}"
-
-
 def _accuracy(summary) -> str:
     if summary is None:
         return "n/a"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mlplab.engine.architecture import parse_architecture
 from mlplab.errors import ConfigError
 from mlplab.experiments.records import NON_RESULT_KEYS, SEED_KEYS
@@ -247,7 +245,3 @@ def seed_counts(summaries: list[ConfigurationSummary]) -> tuple[int, int]:
 def spread(summary: Summary | None) -> float:
     """The sd of a summary for an error bar (0 for one seed: the bar is simply not drawn)."""
     return 0.0 if summary is None or summary.std is None else summary.std
-
-
-def as_array(values: dict) -> np.ndarray:
-    return np.array(list(values.values()), dtype=np.float64)
