@@ -19,7 +19,7 @@ different orders; the tests compare equal thread counts).
 
 Run::
 
-    MLPLAB_DATA=../shared/data python benchmarks/sweep_throughput.py
+    MLPLAB_DATA=../shared/data python benchmarks/sweep_throughput.py --repeats 3
     python benchmarks/sweep_throughput.py --epochs 1 --depths 2   # a quick look
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import mlplab  # noqa: F401  (first, as the CLI does: it sets OpenBLAS's spin before NumPy loads)
+from mlplab.experiments import trial as trial_module
 from mlplab.experiments.runner import available_cores, run_sweep
 from mlplab.experiments.store import Store
 from mlplab.experiments.sweep import parse_sweep
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--serial-threads", type=int, default=2, help="BLAS threads, one by one")
     parser.add_argument("--workers", type=int, default=None, help="sweep workers (default: plan)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating repeats (median)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -82,33 +84,37 @@ def main() -> int:
         flush=True,
     )
 
-    # The sweep first, so that the serial loop's page cache advantage (the dataset files already
-    # read) is shared by both: the sweep's workers read the files after this process would have.
-    with tempfile.TemporaryDirectory() as folder:
+    # Alternate the two ways, so that both see the same drift in the machine's load, and report
+    # the median of each. Every repeat starts cold: fresh worker processes, and a fresh data
+    # cache for the serial loop.
+    sweep_times, serial_times = [], []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            with Store(Path(folder) / "throughput.db") as store:
+                outcome = run_sweep(trials, store, workers=args.workers, progress=False)
+            sweep_times.append(time.perf_counter() - started)
+        print(
+            f"[{repeat + 1}/{args.repeats}] sweep: {sweep_times[-1]:.1f} s ({outcome.workers} "
+            f"workers x {outcome.threads_per_worker} thread(s))",
+            flush=True,
+        )
+        trial_module._data_cache = None  # the serial loop loads the data afresh too
         started = time.perf_counter()
-        with Store(Path(folder) / "throughput.db") as store:
-            outcome = run_sweep(trials, store, workers=args.workers, progress=False)
-        sweep_seconds = time.perf_counter() - started
-    print(
-        f"sweep: {sweep_seconds:.1f} s ({outcome.workers} workers x "
-        f"{outcome.threads_per_worker} thread(s))",
-        flush=True,
-    )
-
-    started = time.perf_counter()
-    serial = []
-    for trial in trials:
-        config = {
-            **trial.config,
-            "training": {**trial.config["training"], "threads": args.serial_threads},
-        }
-        serial.append(run_trial(config, trial.sweep, trial.label))
-    serial_seconds = time.perf_counter() - started
-    print(
-        f"one after another: {serial_seconds:.1f} s ({args.serial_threads} BLAS threads)",
-        flush=True,
-    )
-
+        serial = []
+        for trial in trials:
+            config = {
+                **trial.config,
+                "training": {**trial.config["training"], "threads": args.serial_threads},
+            }
+            serial.append(run_trial(config, trial.sweep, trial.label))
+        serial_times.append(time.perf_counter() - started)
+        print(
+            f"[{repeat + 1}/{args.repeats}] one after another: {serial_times[-1]:.1f} s "
+            f"({args.serial_threads} BLAS threads)",
+            flush=True,
+        )
+    sweep_seconds, serial_seconds = float(np.median(sweep_times)), float(np.median(serial_times))
     ratio = sweep_seconds / serial_seconds
     by_key = {record.trial_key: record for record in outcome.records}
     identical = all(
@@ -122,7 +128,10 @@ def main() -> int:
                                             if r.label == record.label])), 4)
         for record in serial
     }  # fmt: skip
-    print(f"ratio sweep / one after another: {ratio:.2f} (target <= 0.6)")
+    print(
+        f"median sweep {sweep_seconds:.1f} s, one after another {serial_seconds:.1f} s; "
+        f"ratio {ratio:.2f} (target <= 0.6); load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"identical results both ways: {identical}")
     print(f"mean test accuracy over seeds: {json.dumps(accuracies)}")
     if args.json:
@@ -131,8 +140,8 @@ def main() -> int:
                 {
                     "trials": len(trials),
                     "cores": available_cores(),
-                    "sweep_seconds": sweep_seconds,
-                    "serial_seconds": serial_seconds,
+                    "sweep_seconds": sweep_times,
+                    "serial_seconds": serial_times,
                     "ratio": ratio,
                     "workers": outcome.workers,
                     "threads_per_worker": outcome.threads_per_worker,
