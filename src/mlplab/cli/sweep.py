@@ -29,16 +29,19 @@ def register(subparsers) -> None:
     sweep.add_argument("file", help="the sweep file (TOML); see examples/sweeps/")
     sweep.add_argument(
         "--store",
+        metavar="PATH",
         help="results store: a path or sqlite:///path.db (default: <sweep file>.db beside it)",
     )
     sweep.add_argument(
         "--workers",
         type=int,
+        metavar="N",
         help="local worker processes (default: the cores left after --threads-per-worker)",
     )
     sweep.add_argument(
         "--threads-per-worker",
         type=int,
+        metavar="N",
         help="BLAS threads of each worker (default: cores / workers, or 1)",
     )
     sweep.add_argument("--dask", metavar="tcp://HOST:PORT", help="run on this Dask scheduler")
