@@ -102,14 +102,16 @@ def run_sweep(
     progress : bool
         A progress bar on stderr: trials done, running and left, and an ETA.
 
-    Local workers are started with "spawn", which imports the calling script afresh in each
-    worker: a script that calls ``run_sweep`` must do so under ``if __name__ == "__main__":``
-    (the ``mlplab sweep`` command does).
-
     Returns
     -------
     SweepOutcome
         The records run now (failed ones included) and how many were skipped.
+
+    Notes
+    -----
+    Local workers are started with "spawn", which imports the calling script afresh in each
+    worker: a script that calls ``run_sweep`` must do so under ``if __name__ == "__main__":``
+    (the ``mlplab sweep`` command does).
     """
     trials = list(trials)
     done = {name: store.finished_keys(name) for name in {trial.sweep for trial in trials}}
