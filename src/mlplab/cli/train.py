@@ -12,6 +12,8 @@ A run folder holds everything about one training run::
     curves.png         loss and accuracy, train against validation      } drawn after training
     confusion.png      the confusion matrix                             } from the files above
     misclassified.png  a grid of misclassified test images              } by mlplab.report
+    layer_stats.json   per-layer statistics per epoch (with --layer-stats)
+    layers.png         their plot: activations, gradients, weights by layer (with --layer-stats)
 
 Training writes the data files (:func:`mlplab.training.runs.train_run`); the plots are drawn from
 them afterwards, so they can be redrawn without training again.
@@ -96,6 +98,12 @@ FLAGS = {
         "training",
         "allow_large",
         "train even when the memory estimate exceeds the memory available",
+    ),
+    "--layer-stats": (
+        "training",
+        "layer_stats",
+        "measure each layer's activations, gradients and weights on 1,000 validation examples "
+        "at the start and after every epoch: layer_stats.json and layers.png",
     ),
 }
 # Optimizer and schedule options given as flags go into their `options` tables.
@@ -199,7 +207,14 @@ def _number(text: str) -> float:
 
 
 # The flags a resumed run may change (the library's RESUMABLE_KEYS, as flags).
-RESUME_FLAGS = {"--epochs", "--max-steps", "--threads", "--data-dir", "--allow-large"}
+RESUME_FLAGS = {
+    "--epochs",
+    "--max-steps",
+    "--threads",
+    "--data-dir",
+    "--allow-large",
+    "--layer-stats",
+}
 
 
 def resolve_config(args) -> RunConfig:

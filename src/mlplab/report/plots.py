@@ -1,4 +1,5 @@
-"""Plots as PNG files: training curves, a confusion matrix, a grid of misclassified images.
+"""Plots as PNG files: training curves, a confusion matrix, a grid of misclassified images, and
+per-layer statistics.
 
 Each plot is drawn in two steps: a ``*_figure`` function takes results that were already computed
 (a history dict, a confusion matrix, predictions) and returns a matplotlib ``Figure``, which tests
@@ -377,3 +378,198 @@ def plot_misclassified(
         images, labels, predicted, class_names, probabilities, max_images, title
     )
     return save_figure(figure, path)
+
+
+# Colours of the first and last measured epochs in the per-layer plot; the epochs between them are
+# drawn thin, in shades of grey going darker with time.
+FIRST_COLOUR, LAST_COLOUR = "tab:blue", "tab:red"
+# The log-scale panels span at least this many powers of ten: a gradient that varies by 30% from
+# layer to layer must look level, not like a collapse.
+_MIN_LOG_DECADES = 3
+
+
+def _layer_values(entry: dict, nodes: list[str], statistic: str) -> np.ndarray:
+    """One statistic of every node in ``nodes`` from one epoch's entry; missing or None -> NaN."""
+    values = []
+    for name in nodes:
+        value = (entry.get(name) or {}).get(statistic)
+        values.append(math.nan if value is None else float(value))
+    return np.array(values)
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    """``values`` with zeros (and negatives) as NaN, gaps on a log scale instead of errors."""
+    return np.where(values > 0, values, math.nan)
+
+
+def layer_stats_figure(stats: dict, title: str | None = None) -> Figure:
+    """Per-layer statistics of a training run, layers in order along the x axis.
+
+    Four panels: the activations' mean ± sd (first and last measured epochs); the sd of the
+    gradient ``dL/d(output)`` of every node on a log scale, one line per measured epoch; the RMS
+    of each weighted layer's weights; and the RMS of their gradients (log scale). A stack of
+    sigmoid layers trained with SGD shows its vanishing gradient as a line that falls by orders of
+    magnitude from the last layer back to the first; the note in the gradient panel gives the
+    factor between the first and last weighted layers.
+
+    Parameters
+    ----------
+    stats : dict
+        As :meth:`mlplab.training.diagnostics.LayerStatistics.to_dict` returns it and
+        ``layer_stats.json`` holds it: ``nodes``, ``epochs`` and optionally ``types``,
+        ``epoch_numbers`` and ``sample_size``.
+    title : str, optional
+        What was trained, shown above the panels.
+
+    Returns
+    -------
+    Figure
+        Axes in order: activations, gradient sd, weight RMS, weight-gradient RMS.
+    """
+    nodes = [str(name) for name in stats.get("nodes") or []]
+    entries = list(stats.get("epochs") or [])
+    numbers = list(stats.get("epoch_numbers") or range(len(entries)))
+    types = stats.get("types") or {}
+    weighted = [
+        name for name in nodes if any((e.get(name) or {}).get("weight_rms") for e in entries)
+    ]
+    position = {name: i for i, name in enumerate(nodes)}
+
+    figure = new_figure(max(11.0, 0.45 * len(nodes) + 4), 8.5)
+    activation_axes, gradient_axes, weight_axes, weight_gradient_axes = figure.subplots(
+        2, 2
+    ).ravel()
+    x_all = np.arange(len(nodes), dtype=float)
+    x_weighted = np.array([position[name] for name in weighted], dtype=float)
+
+    last = len(entries) - 1
+    for index, (entry, number) in enumerate(zip(entries, numbers)):
+        is_end = index in (0, last)
+        if index == 0:
+            colour, label = FIRST_COLOUR, f"epoch {number}" + (" (start)" if number == 0 else "")
+        elif index == last:
+            colour, label = LAST_COLOUR, f"epoch {number} (last)"
+        else:
+            shade = 0.8 - 0.5 * index / max(last, 1)
+            colour, label = str(shade), "_between"
+        style = {"color": colour, "lw": 1.8 if is_end else 0.8, "zorder": 3 if is_end else 2}
+        marker = {"marker": "o", "ms": 4} if is_end else {}
+        gradient = _positive(_layer_values(entry, nodes, "gradient_std"))
+        gradient_axes.plot(x_all, gradient, label=label, **style, **marker)
+        if weighted:
+            weight_axes.plot(
+                x_weighted,
+                _layer_values(entry, weighted, "weight_rms"),
+                label=label,
+                **style,
+                **marker,
+            )
+            weight_gradient_axes.plot(
+                x_weighted,
+                _positive(_layer_values(entry, weighted, "weight_gradient_rms")),
+                label=label,
+                **style,
+                **marker,
+            )
+        if is_end:  # first and last only, side by side: more error bars would hide each other
+            offset = 0.0 if last == 0 else (-0.12 if index == 0 else 0.12)
+            activation_axes.errorbar(
+                x_all + offset,
+                _layer_values(entry, nodes, "activation_mean"),
+                yerr=_layer_values(entry, nodes, "activation_std"),
+                fmt="o",
+                ms=4,
+                capsize=3,
+                color=colour,
+                label=label,
+            )
+
+    activation_axes.set_title("activations: mean ± sd (inference mode)")
+    activation_axes.axhline(0, color="grey", lw=0.8)
+    activation_axes.set_ylabel("output value")
+    gradient_axes.set_title("gradient dL/d(output): sd (log scale)")
+    gradient_axes.set_yscale("log")
+    gradient_axes.set_ylabel("sd over the sample")
+    weight_axes.set_title("weights: RMS")
+    weight_axes.set_ylim(bottom=0)
+    weight_axes.set_ylabel("RMS")
+    weight_gradient_axes.set_title("weight gradients: RMS (log scale)")
+    weight_gradient_axes.set_yscale("log")
+    weight_gradient_axes.set_ylabel("RMS")
+    for axes in (gradient_axes, weight_gradient_axes):
+        _at_least_decades(axes, _MIN_LOG_DECADES)
+
+    def labelled(name):
+        kind = str(types.get(name, ""))
+        return name if not kind or name.startswith(kind) else f"{name} ({kind})"
+
+    for axes, names, x in (
+        (activation_axes, nodes, x_all),
+        (gradient_axes, nodes, x_all),
+        (weight_axes, weighted, x_weighted),
+        (weight_gradient_axes, weighted, x_weighted),
+    ):
+        axes.set_xticks(x, labels=[labelled(name) for name in names], rotation=45, ha="right")
+        axes.set_xlim(-0.6, len(nodes) - 0.4)
+        axes.tick_params(axis="x", labelsize=8)
+        axes.grid(alpha=0.3)
+        if axes.has_data():
+            axes.legend(fontsize=8)
+        else:
+            axes.text(
+                0.5, 0.5, "nothing recorded", ha="center", va="center", transform=axes.transAxes
+            )
+    note = _vanishing_note(entries[last] if entries else {}, weighted)
+    if note:
+        gradient_axes.text(
+            0.98,
+            0.03,
+            note,
+            transform=gradient_axes.transAxes,
+            fontsize=8,
+            ha="right",
+            va="bottom",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
+    heading = [title] if title else []
+    sample = stats.get("sample_size")
+    heading.append(
+        "per-layer statistics"
+        + (f" on {sample} fixed examples" if sample else "")
+        + "; layers in the order the input flows through them"
+        + ("; grey lines: the epochs between" if len(entries) > 2 else "")
+    )
+    figure.suptitle("\n".join(heading), fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _at_least_decades(axes, decades: float) -> None:
+    """Widen a log-scale y axis to span at least ``decades`` powers of ten around its lines, so
+    that a level line (a ReLU stack's gradients) looks level beside a falling one."""
+    values = [np.asarray(line.get_ydata(), dtype=float) for line in axes.get_lines()]
+    values = np.concatenate(values) if values else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    if math.log10(high / low) < decades:
+        middle = math.sqrt(low * high)
+        axes.set_ylim(middle / 10 ** (decades / 2), middle * 10 ** (decades / 2))
+
+
+def _vanishing_note(entry: dict, weighted: list[str]) -> str:
+    """How much smaller the output-gradient sd of the first weighted layer is than the last's."""
+    if len(weighted) < 2:
+        return ""
+    first = (entry.get(weighted[0]) or {}).get("gradient_std")
+    last = (entry.get(weighted[-1]) or {}).get("gradient_std")
+    if not first or not last or first <= 0 or last <= 0:
+        return ""
+    ratio = first / last
+    return f"last epoch: sd at {weighted[0]} = {ratio:.2g} × sd at {weighted[-1]}"
+
+
+def plot_layer_stats(stats: dict, path, title: str | None = None) -> Path:
+    """Write :func:`layer_stats_figure` to ``path`` (PNG); return the path."""
+    return save_figure(layer_stats_figure(stats, title), path)

@@ -1,8 +1,9 @@
 """The plots of one run folder, drawn from the data files that training stored there.
 
 Training writes only data: ``config.toml``, ``history.json`` (or ``history.csv``),
-``evaluation.json`` and ``predictions.npz``. :func:`plot_run` reads them back and draws
-``curves.png``, ``confusion.png`` and ``misclassified.png``, so a plot can be redrawn, restyled
+``evaluation.json``, ``predictions.npz`` and, with ``--layer-stats``, ``layer_stats.json``.
+:func:`plot_run` reads them back and draws ``curves.png``, ``confusion.png``,
+``misclassified.png`` and ``layers.png``, so a plot can be redrawn, restyled
 or drawn for an old run without training again. Every file is optional: what is missing is not
 drawn, and what cannot be read is reported as a one-line :class:`~mlplab.errors.DataError`.
 """
@@ -18,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from mlplab.errors import DataError
-from mlplab.report.plots import plot_confusion_matrix, plot_curves, plot_misclassified
+from mlplab.report.plots import (
+    plot_confusion_matrix,
+    plot_curves,
+    plot_layer_stats,
+    plot_misclassified,
+)
 
 
 @dataclass
@@ -32,6 +38,7 @@ class StoredRun:
     stopped_early: bool = False
     evaluation: dict | None = None
     predictions: dict[str, np.ndarray] | None = None  # predicted, probabilities, labels
+    layer_stats: dict | None = None  # layer_stats.json: nodes, types, epoch_numbers, epochs
 
     @property
     def class_names(self) -> list[str] | None:
@@ -159,6 +166,13 @@ def read_run(folder) -> StoredRun:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             message = f"cannot read {folder / 'predictions.npz'} ({reason}); retrain or delete it"
             raise DataError(message) from None
+    if (folder / "layer_stats.json").is_file():
+        stored = _read_json(folder / "layer_stats.json")
+        if not isinstance(stored, dict) or not isinstance(stored.get("epochs"), list):
+            raise DataError(
+                f"{folder / 'layer_stats.json'} holds no per-epoch statistics; retrain or delete it"
+            )
+        run.layer_stats = stored
     return run
 
 
@@ -190,8 +204,8 @@ def plot_run(folder, test_images: np.ndarray | None = None) -> list[Path]:
     -------
     list of Path
         ``curves.png`` (if there is a history), ``confusion.png`` (if there is an evaluation or
-        predictions) and ``misclassified.png`` (if there are predictions and ``test_images``), in
-        that order.
+        predictions), ``misclassified.png`` (if there are predictions and ``test_images``) and
+        ``layers.png`` (if there is a ``layer_stats.json``), in that order.
 
     Raises
     ------
@@ -242,4 +256,6 @@ def plot_run(folder, test_images: np.ndarray | None = None) -> list[Path]:
                 title=title.splitlines()[0] if title else None,
             )
         )
+    if run.layer_stats is not None:
+        written.append(plot_layer_stats(run.layer_stats, folder / "layers.png", title or None))
     return written

@@ -49,6 +49,8 @@ A config file has one table per dataclass; every key is optional and unknown key
     max_steps = 0                # 0 means no limit
     dtype = "float32"
     allow_large = false          # train even when the memory estimate exceeds available memory
+    layer_stats = false          # per-layer statistics after every epoch: layer_stats.json
+                                 # (and layers.png); costs a forward+backward on 1,000 examples
 
 Each derived seed is ``SeedSequence([seed, tag])`` with a fixed tag per use, so the four streams are
 independent of each other, and setting one (say ``split_seed = 0``) holds that part of the run fixed
@@ -149,6 +151,7 @@ class TrainingConfig:
     max_steps: int = 0
     dtype: str = "float32"
     allow_large: bool = False
+    layer_stats: bool = False
 
 
 @dataclass

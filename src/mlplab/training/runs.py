@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from mlplab.errors import ConfigError, MlplabError
 from mlplab.resources import available_memory_bytes, format_bytes
 from mlplab.saving import atomic_path, write_json, write_text
 from mlplab.training.config import RunConfig
+from mlplab.training.diagnostics import LayerStatistics, measurement_sample
 from mlplab.training.loop import EarlyStopping, History
 from mlplab.training.metrics import format_evaluation, json_safe
 from mlplab.training.model import Model
@@ -43,14 +45,16 @@ from mlplab.training.run_folder import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE,
 from mlplab.training.schedules import BatchSizeRamp, fixed_batch_size, make_schedule
 
 PREDICTIONS_FILE = "predictions.npz"
-# What a resumed run may change: how long it trains, on how many threads, where the data is, and
-# whether a large run is allowed. Everything else must stay as the checkpoint was made.
+# What a resumed run may change: how long it trains, on how many threads, where the data is,
+# whether a large run is allowed, and whether layers are measured (which changes no weight).
+# Everything else must stay as the checkpoint was made.
 RESUMABLE_KEYS = frozenset(
     {
         ("training", "epochs"),
         ("training", "max_steps"),
         ("training", "threads"),
         ("training", "allow_large"),
+        ("training", "layer_stats"),
         ("data", "data_dir"),
     }
 )
@@ -59,6 +63,8 @@ OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam":
 # Per unit and example of a batch: the node's output, its gradient, and a mask or cached input.
 ARRAYS_PER_UNIT = 3
 EVALUATION_BATCH = 1000  # predict_logits' default batch, used for validation and test
+LAYER_STATS_FILE = "layer_stats.json"
+LAYER_STATS_SAMPLE = 1000  # examples measured by [training] layer_stats
 
 
 # ---------------------------------------------------------------------------- data, shared
@@ -245,6 +251,10 @@ class RunResult:
         The resolved seeds: ``seed`` (master), ``split``, ``init``, ``order``, ``dropout``.
     folder : Path or None
         The run folder, or None for a run that wrote no files.
+    layer_stats : dict or None
+        With ``[training] layer_stats``: :meth:`LayerStatistics.to_dict
+        <mlplab.training.diagnostics.LayerStatistics.to_dict>`, what ``layer_stats.json`` holds
+        (per-layer activations, gradients and weights at the start and after every epoch).
     """
 
     history: History
@@ -255,6 +265,7 @@ class RunResult:
     config: RunConfig
     seeds: dict[str, int]
     folder: Path | None = None
+    layer_stats: dict | None = None
 
     @property
     def protocol(self) -> str:
@@ -455,7 +466,9 @@ def train_run(
     stale temporary files are removed, and every file is written atomically: ``config.toml``,
     ``checkpoint.npz`` (after every epoch), ``model.npz``, ``history.json``/``.csv``,
     ``evaluation.json``/``.txt`` and ``predictions.npz`` (``predicted`` uint8, ``probabilities``
-    float32, ``labels`` uint8). Without ``out`` nothing is written, not even a checkpoint.
+    float32, ``labels`` uint8); with ``[training] layer_stats`` also ``layer_stats.json`` (after
+    every epoch, see :func:`layer_stats_callback`). Without ``out`` nothing is written, not even
+    a checkpoint.
 
     Parameters
     ----------
@@ -492,6 +505,33 @@ def train_run(
             ) from None
 
 
+def layer_stats_callback(
+    prepared: PreparedRun, out: Path | None = None, resume: bool = False
+) -> LayerStatistics:
+    """The :class:`~mlplab.training.diagnostics.LayerStatistics` callback of ``[training]
+    layer_stats``: it measures :data:`LAYER_STATS_SAMPLE` validation examples (training examples
+    when there is no validation set), spread evenly over the set, now and after every epoch, and
+    with ``out`` writes ``out/layer_stats.json`` each time.
+
+    Resuming, it continues the entries of the run's ``layer_stats.json`` (measured before the
+    checkpoint) and measures nothing before training; a file that is missing or cannot be read
+    leaves those epochs out.
+    """
+    x, y = prepared.validation or (prepared.x_train, prepared.y_train)
+    x, y = measurement_sample(x, y, LAYER_STATS_SAMPLE)
+    network, loss = prepared.model.network, prepared.model.loss
+    path = None if out is None else Path(out) / LAYER_STATS_FILE
+    callback = LayerStatistics(network, loss, x, y, at_start=not resume, path=path)
+    if resume and path is not None and path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            stored = None  # measured again from the resumed epoch on
+        if isinstance(stored, dict):
+            callback.restore(stored)
+    return callback
+
+
 def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, progress: bool):
     config = prepared.config
     callbacks = []
@@ -501,6 +541,11 @@ def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, p
             callbacks.append(_SaveConfigOnce(out / CONFIG_FILE, config.to_toml()))
         else:
             write_text(out / CONFIG_FILE, config.to_toml())
+    layer_stats, measured_before = None, 0.0
+    if config.training.layer_stats:
+        layer_stats = layer_stats_callback(prepared, out, resume)
+        callbacks.append(layer_stats)
+        measured_before = layer_stats.seconds
     started = time.perf_counter()
     history = prepared.model.fit(
         prepared.x_train,
@@ -513,6 +558,10 @@ def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, p
         **training_options(config, prepared.seeds),
     )
     seconds = time.perf_counter() - started
+    if layer_stats is not None:
+        if not layer_stats.epoch_numbers or layer_stats.epoch_numbers[-1] < len(history):
+            layer_stats.measure(len(history))  # max_steps ended inside an epoch: no callback ran
+        seconds -= layer_stats.seconds - measured_before  # measuring is not training
 
     model, labels = prepared.model, prepared.y_test
     logits = model.network.predict_logits(prepared.x_test)
@@ -529,7 +578,15 @@ def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, p
     )
     evaluation = json_safe(evaluation)
     result = RunResult(
-        history, evaluation, predictions, probabilities, seconds, config, prepared.seeds, out
+        history,
+        evaluation,
+        predictions,
+        probabilities,
+        seconds,
+        config,
+        prepared.seeds,
+        out,
+        None if layer_stats is None else layer_stats.to_dict(),
     )
     if out is None:
         return result
@@ -560,6 +617,7 @@ def write_predictions(path, predicted, probabilities, labels) -> Path:
 
 __all__ = [
     "DataCache",
+    "LAYER_STATS_FILE",
     "PREDICTIONS_FILE",
     "PreparedData",
     "PreparedRun",
@@ -567,6 +625,7 @@ __all__ = [
     "RunResult",
     "check_resume",
     "estimate_memory",
+    "layer_stats_callback",
     "prepare_run",
     "train_run",
     "training_options",
