@@ -63,3 +63,56 @@ def test_the_callback_records_one_entry_per_epoch_plus_the_start():
     assert len(callback.epochs) == 4
     assert callback.to_dict()["nodes"] == list(network.order)
     assert callback.epochs[0]["dense1"]["weight_rms"] != callback.epochs[-1]["dense1"]["weight_rms"]
+
+
+def test_the_measurement_sample_is_spread_over_the_whole_set_and_deterministic():
+    from mlplab.training.diagnostics import measurement_sample
+
+    x = np.arange(5000, dtype=np.float32).reshape(2500, 2)
+    y = np.arange(2500)
+    sample_x, sample_y = measurement_sample(x, y, 1000)
+    assert len(sample_y) == 1000 and len(np.unique(sample_y)) == 1000
+    assert sample_y[0] == 0 and sample_y[-1] == 2499  # the first and last examples both
+    np.testing.assert_array_equal(sample_x[:, 0], 2 * sample_y)  # images stay with their labels
+    np.testing.assert_array_equal(measurement_sample(x, y, 1000)[1], sample_y)
+    small_x, small_y = measurement_sample(x[:10], y[:10], 1000)
+    assert len(small_y) == 10
+
+
+def test_measuring_an_earlier_epoch_again_replaces_the_entries_from_it_on(tmp_path):
+    import json
+
+    x, y = sample()
+    network = build_network("12:relu", 20, 4, seed=0)
+    path = tmp_path / "layer_stats.json"
+    callback = LayerStatistics(network, SoftmaxCrossEntropy(), x, y, path=path)
+    for epoch in (1, 2, 3):
+        callback.on_epoch_end(epoch, {})
+    callback.measure(2)  # a run resumed from the checkpoint of epoch 1
+    assert callback.epoch_numbers == [0, 1, 2]
+    assert json.loads(path.read_text())["epoch_numbers"] == [0, 1, 2]  # written every time
+    resumed = LayerStatistics(network, SoftmaxCrossEntropy(), x, y, at_start=False)
+    resumed.restore(json.loads(path.read_text()))
+    resumed.on_epoch_end(3, {})
+    assert resumed.epoch_numbers == [0, 1, 2, 3]
+    assert resumed.epochs[:3] == callback.to_dict()["epochs"]
+
+
+def test_restoring_a_file_of_another_network_keeps_nothing():
+    x, y = sample()
+    loss = SoftmaxCrossEntropy()
+    other = LayerStatistics(build_network("12:relu,6:relu", 20, 4, seed=0), loss, x, y).to_dict()
+    callback = LayerStatistics(build_network("12:relu", 20, 4, seed=0), loss, x, y, at_start=False)
+    callback.restore(other)
+    assert callback.epochs == [] and callback.epoch_numbers == []
+
+
+def test_a_diverged_network_gives_json_without_nan():
+    import json
+
+    x, y = sample()
+    network = build_network("12:relu", 20, 4, seed=0)
+    network.params["dense1.weight"][...] = np.nan
+    stored = LayerStatistics(network, SoftmaxCrossEntropy(), x, y).to_dict()
+    assert stored["epochs"][0]["dense1"]["weight_rms"] is None
+    json.dumps(stored, allow_nan=False)  # raises on NaN
