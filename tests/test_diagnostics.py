@@ -116,3 +116,20 @@ def test_a_diverged_network_gives_json_without_nan():
     stored = LayerStatistics(network, SoftmaxCrossEntropy(), x, y).to_dict()
     assert stored["epochs"][0]["dense1"]["weight_rms"] is None
     json.dumps(stored, allow_nan=False)  # raises on NaN
+
+
+def test_saturated_and_dead_units_are_counted_where_the_activation_is_flat():
+    x, y = sample()
+    loss = SoftmaxCrossEntropy()
+    relu = build_network("8:relu", 20, 4, seed=0)
+    squashing = build_network("8:sigmoid,8:tanh", 20, 4, seed=0)
+    fresh = {**layer_statistics(relu, loss, x, y), **layer_statistics(squashing, loss, x, y)}
+    assert fresh["relu1"]["dead_fraction"] < 0.5
+    assert fresh["sigmoid1"]["saturated_fraction"] < 0.1
+    assert "saturated_fraction" not in fresh["dense1"]  # a dense layer is never flat
+    relu.params["dense1.bias"][...] = -100.0  # every unit below zero on every example
+    squashing.params["dense1.weight"][...] *= 1000.0  # sigmoid inputs far out on its tails
+    dead, saturated = layer_statistics(relu, loss, x, y), layer_statistics(squashing, loss, x, y)
+    assert dead["relu1"]["saturated_fraction"] == 1.0 and dead["relu1"]["dead_fraction"] == 1.0
+    assert saturated["sigmoid1"]["saturated_fraction"] > 0.95
+    assert 0.0 <= saturated["tanh1"]["dead_fraction"] <= saturated["tanh1"]["saturated_fraction"]

@@ -10,7 +10,11 @@ For each node of the network, measured on a fixed sample:
 - ``activation_mean``, ``activation_std``: of its output, in inference mode;
 - ``gradient_std``: of ``dL/d(output)`` during a training-mode forward and backward pass;
 - for layers with weights, ``weight_rms`` (root mean square of the weight matrix) and
-  ``weight_gradient_rms`` (of its gradient).
+  ``weight_gradient_rms`` (of its gradient);
+- for sigmoid, tanh, relu and shifted-relu nodes, ``saturated_fraction``: the fraction of
+  outputs where the activation is flat, so that almost no gradient passes (sigmoid
+  ``y(1-y) < 1%`` of its peak 1/4; tanh ``1-y^2 < 0.01``; a ReLU at its floor), and
+  ``dead_fraction``: the fraction of units flat on every example of the sample (dead units).
 
 Measuring changes nothing: the dropout generators and the batch-norm running statistics a
 training-mode pass would move are put back, and the parameter gradients are restored.
@@ -46,7 +50,17 @@ STATISTICS = (
     "gradient_std",
     "weight_rms",
     "weight_gradient_rms",
+    "saturated_fraction",
+    "dead_fraction",
 )
+# Where each activation's derivative is (close to) zero, from its output y: there the gradient
+# stops. Sigmoid and tanh: below 1% of their peak derivative (1/4 and 1).
+FLAT = {
+    "sigmoid": lambda layer, y: y * (1.0 - y) < 0.0025,
+    "tanh": lambda layer, y: 1.0 - y * y < 0.01,
+    "relu": lambda layer, y: y <= 0.0,
+    "shifted-relu": lambda layer, y: y <= layer.floor,
+}
 
 
 def layer_statistics(network, loss, x: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
@@ -57,6 +71,12 @@ def layer_statistics(network, loss, x: np.ndarray, y: np.ndarray) -> dict[str, d
         values = output.astype(np.float64)
         stats[name]["activation_mean"] = float(values.mean())
         stats[name]["activation_std"] = float(values.std())
+        layer = network.nodes[name].layer
+        flat = FLAT.get(layer.type_name)
+        if flat is not None and values.ndim == 2 and values.size:
+            mask = flat(layer, values)
+            stats[name]["saturated_fraction"] = float(mask.mean())
+            stats[name]["dead_fraction"] = float(mask.all(axis=0).mean())
 
     def gradients(name, grad):
         stats[name]["gradient_std"] = float(np.asarray(grad, dtype=np.float64).std())

@@ -43,6 +43,7 @@ from mlplab.training.metrics import format_evaluation, json_safe
 from mlplab.training.model import Model
 from mlplab.training.run_folder import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, locked_run_folder
 from mlplab.training.schedules import BatchSizeRamp, fixed_batch_size, make_schedule
+from mlplab.training.threads import thread_limit
 
 PREDICTIONS_FILE = "predictions.npz"
 # What a resumed run may change: how long it trains, on how many threads, where the data is,
@@ -521,8 +522,10 @@ def layer_stats_callback(
     x, y = measurement_sample(x, y, LAYER_STATS_SAMPLE)
     network, loss = prepared.model.network, prepared.model.loss
     path = None if out is None else Path(out) / LAYER_STATS_FILE
-    callback = LayerStatistics(network, loss, x, y, at_start=not resume, path=path)
-    if resume and path is not None and path.is_file():
+    callback = LayerStatistics(network, loss, x, y, at_start=False, path=path)
+    if not resume:
+        _measure_layers(callback, 0, prepared.config.training.threads)
+    elif path is not None and path.is_file():
         try:
             stored = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -530,6 +533,16 @@ def layer_stats_callback(
         if isinstance(stored, dict):
             callback.restore(stored)
     return callback
+
+
+def _measure_layers(callback: LayerStatistics, epoch: int, threads: int) -> None:
+    """Measure outside training as inside it: on the run's BLAS threads, with the same quiet
+    floating-point errors (a diverging network's overflows are what is being measured)."""
+    with (
+        thread_limit(threads or None),
+        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+    ):
+        callback.measure(epoch)
 
 
 def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, progress: bool):
@@ -559,9 +572,10 @@ def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, p
     )
     seconds = time.perf_counter() - started
     if layer_stats is not None:
-        if not layer_stats.epoch_numbers or layer_stats.epoch_numbers[-1] < len(history):
-            layer_stats.measure(len(history))  # max_steps ended inside an epoch: no callback ran
         seconds -= layer_stats.seconds - measured_before  # measuring is not training
+        if not layer_stats.epoch_numbers or layer_stats.epoch_numbers[-1] < len(history):
+            # max_steps ended inside an epoch, after which no callback runs
+            _measure_layers(layer_stats, len(history), config.training.threads)
 
     model, labels = prepared.model, prepared.y_test
     logits = model.network.predict_logits(prepared.x_test)
