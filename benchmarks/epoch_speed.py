@@ -239,6 +239,7 @@ def main():
     parser.add_argument("--ablation", action="store_true", help="time each device switched off")
     parser.add_argument("--cases", default="", help="comma-separated case numbers (1-4)")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="print every measurement")
     parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
     args = parser.parse_args()
 
@@ -267,6 +268,8 @@ def main():
                 record.setdefault(variant, []).append(seconds)
             if not args.no_torch:
                 record.setdefault("torch", []).append(torch_run(case, x, y, args.threads))
+            if args.verbose:
+                print(case.label, {k: round(v[-1], 2) for k, v in record.items()}, flush=True)
         print(
             f"repeat {repeat + 1}/{args.repeats} done after {time.perf_counter() - started:.0f} s",
             flush=True,
