@@ -212,3 +212,57 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path, capsys, flags, message)
     assert main(["sweep", str(path), *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_variants_are_named_settings_crossed_with_the_parameters_and_seeds():
+    sweep = parse_sweep(
+        {
+            "seeds": 2,
+            "base": {"optimizer": {"name": "momentum", "momentum": 0.9}},
+            "variants": [
+                {
+                    "name": "tanh",
+                    "model": {"architecture": "8:tanh"},
+                    "optimizer": {"learning_rate": 0.1},
+                },
+                {
+                    "name": "sigmoid",
+                    "model": {"architecture": "8:sigmoid"},
+                    "optimizer": {"learning_rate": 0.5},
+                },
+            ],
+            "parameters": {"training.batch_size": {"values": [32, 64]}},
+        }
+    )
+    trials = sweep.trials()
+    assert len(trials) == 2 * 2 * 2
+    tanh = [t for t in trials if t.config["model"]["architecture"] == "8:tanh"]
+    assert {t.config["optimizer"]["learning_rate"] for t in tanh} == {0.1}
+    assert {t.config["optimizer"]["momentum"] for t in trials} == {0.9}  # the base still applies
+    assert {t.label for t in tanh} == {"tanh batch_size=32", "tanh batch_size=64"}
+
+
+def test_a_variant_alone_is_labelled_by_its_name():
+    sweep = parse_sweep({"variants": [{"name": "wide", "model": {"architecture": "64:relu"}}]})
+    assert [t.label for t in sweep.trials()] == ["wide"]
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ([{"model": {"architecture": "8:relu"}}], "needs a name"),
+        ([{"name": "a"}, {"name": "a"}], "needs a name of its own"),
+        ([{"name": "a", "model": {"architecure": "8:relu"}}], "unknown key"),
+        ([{"name": "a", "training": {"batch_size": 16}}], "also a parameter"),
+        ({"name": "a"}, "must be"),
+    ],
+)
+def test_bad_variants_are_one_line_errors(variants, message):
+    value = {"variants": variants, "parameters": {"training.batch_size": {"values": [32]}}}
+    with pytest.raises(ConfigError, match=message):
+        parse_sweep(value)
+
+
+def test_reproduce_and_quick_tables_are_left_to_mlplab_reproduce():
+    sweep = parse_sweep({"reproduce": {"title": "t"}, "quick": {"seeds": 1}})
+    assert len(sweep.trials()) == 1

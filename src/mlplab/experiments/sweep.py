@@ -22,6 +22,22 @@ config (``examples/sweeps/`` has complete ones)::
     [parameters."optimizer.learning_rate"]
     values = [0.1, 0.01]
 
+Settings that go together rather than on a grid are named variants, each a partial run config
+crossed with the parameters (and the seeds)::
+
+    [[variants]]
+    name = "tanh"
+    model = { architecture = "128:tanh" }
+    optimizer = { learning_rate = 0.1 }
+
+    [[variants]]
+    name = "sigmoid"
+    model = { architecture = "128:sigmoid" }
+    optimizer = { learning_rate = 0.5 }
+
+A file may also hold ``[reproduce]`` and ``[quick]`` tables for ``mlplab reproduce``
+(:mod:`mlplab.experiments.reproduce`); a sweep ignores them.
+
 A parameter is ``values = [...]`` (a grid axis or a random choice), ``value = x`` (fixed),
 ``generator = NAME`` with the generator's options, or, for ``method = "random"`` only,
 ``min``/``max`` with an optional ``distribution`` (``uniform``, ``log_uniform_values``,
@@ -51,7 +67,20 @@ from mlplab.experiments.generators import generate
 from mlplab.experiments.records import trial_key
 from mlplab.training.config import RunConfig
 
-SWEEP_KEYS = {"name", "method", "metric", "seeds", "base", "parameters", "count", "seed"}
+SWEEP_KEYS = {
+    "name",
+    "method",
+    "metric",
+    "seeds",
+    "base",
+    "parameters",
+    "count",
+    "seed",
+    "variants",
+}
+# Tables a sweep file may carry for `mlplab reproduce` (published figures, a quick variant);
+# the sweep itself ignores them.
+REPRODUCE_KEYS = {"reproduce", "quick"}
 METHODS = ("grid", "random")
 GOALS = ("maximize", "minimize")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
@@ -90,18 +119,22 @@ class Sweep:
     ranges: dict[str, dict]  # "table.key" -> {min, max, distribution} (random search only)
     count: int
     seed: int
+    variants: list[tuple[str, dict]] = dataclasses.field(default_factory=list)
 
     def trials(self) -> list[Trial]:
         """Every trial, resolved and validated; duplicates (same trial key) appear once."""
         where = str(self.path) if self.path else self.name
         trials, seen = [], set()
-        for assignment in self._assignments():
-            for seed in self.seeds:
-                config = _resolve(self.base, assignment, seed, where)
-                trial = Trial(config, _label(self.base, assignment), self.name)
-                if trial.trial_key not in seen:
-                    seen.add(trial.trial_key)
-                    trials.append(trial)
+        for variant, settings in self.variants or [("", {})]:
+            for assignment in self._assignments():
+                label = _label(self.base, assignment) if assignment or not variant else ""
+                label = f"{variant} {label}".strip()
+                for seed in self.seeds:
+                    config = _resolve(self.base, {**settings, **assignment}, seed, where)
+                    trial = Trial(config, label, self.name)
+                    if trial.trial_key not in seen:
+                        seen.add(trial.trial_key)
+                        trials.append(trial)
         return trials
 
     def _assignments(self) -> list[dict]:
@@ -141,7 +174,7 @@ def load_sweep(path) -> Sweep:
 def parse_sweep(value: dict, path: Path | None = None) -> Sweep:
     """Check a sweep given as plain tables; ``path`` names it in errors and anchors ``base``."""
     where = str(path) if path else "sweep"
-    unknown = set(value) - SWEEP_KEYS
+    unknown = set(value) - SWEEP_KEYS - REPRODUCE_KEYS
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
@@ -187,7 +220,41 @@ def parse_sweep(value: dict, path: Path | None = None) -> Sweep:
     if "training.seed" in parameters or "training.seed" in ranges:
         raise ConfigError(f"{where}: give seeds with the top-level `seeds`, not as a parameter")
     seeds = _seeds(value.get("seeds"), base, where)
-    return Sweep(name, path, method, metric, seeds, base, parameters, ranges, count, seed)
+    variants = _variants(value.get("variants", []), {**parameters, **ranges}, where)
+    return Sweep(name, path, method, metric, seeds, base, parameters, ranges, count, seed, variants)
+
+
+def _variants(tables, parameters: dict, where: str) -> list[tuple[str, dict]]:
+    """``[[variants]]``: named partial run configs, each crossed with the parameters.
+
+    For settings that go together rather than on a grid (the course report's five runs: tanh
+    at lr 0.1, sigmoid at lr 0.5, ...). Returns ``(name, {"table.key": value})`` pairs.
+    """
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where}: variants must be [[variants]] tables, each with a name")
+    variants, names = [], set()
+    for table in tables:
+        name = table.get("name")
+        if not isinstance(name, str) or not name or name in names:
+            raise ConfigError(f"{where}: each [[variants]] needs a name of its own, got {name!r}")
+        names.add(name)
+        settings = {}
+        for section, values in table.items():
+            if section == "name":
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: variant {name!r}: {section} must be a table")
+            for key, value in values.items():
+                dotted = f"{section}.{key}"
+                _check_key(dotted, f"{where}: variant {name!r}")
+                if dotted in parameters:
+                    raise ConfigError(
+                        f"{where}: variant {name!r} sets {dotted}, which is also a parameter; "
+                        "set it in one place"
+                    )
+                settings[dotted] = value
+        variants.append((name, settings))
+    return variants
 
 
 def _metric(metric, where: str) -> dict:
