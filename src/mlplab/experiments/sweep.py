@@ -127,7 +127,8 @@ class Sweep:
         trials, seen = [], set()
         for variant, settings in self.variants or [("", {})]:
             for assignment in self._assignments():
-                label = _label(self.base, assignment) if assignment or not variant else ""
+                varied = {k: v for k, v in assignment.items() if self._varies(k)}
+                label = _label(self.base, varied) if varied or not variant else ""
                 label = f"{variant} {label}".strip()
                 for seed in self.seeds:
                     config = _resolve(self.base, {**settings, **assignment}, seed, where)
@@ -136,6 +137,10 @@ class Sweep:
                         seen.add(trial.trial_key)
                         trials.append(trial)
         return trials
+
+    def _varies(self, key: str) -> bool:
+        """Whether a parameter takes more than one value (a fixed one does not name a trial)."""
+        return key in self.ranges or len(self.parameters.get(key, ())) > 1
 
     def _assignments(self) -> list[dict]:
         """The configurations as {"table.key": value}, seeds not yet applied."""

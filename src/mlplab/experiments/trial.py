@@ -98,6 +98,8 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
         return record
     record.seeds = dict(result.seeds)
     record.metrics = _metrics(result)
+    if result.layer_stats:  # [training] layer_stats: keep the last measurement, per layer
+        record.metrics["layers"] = result.layer_stats["epochs"][-1]
     record.history = {key: list(values) for key, values in result.history.columns.items()}
     record.predictions = np.asarray(result.test_predictions, dtype=np.uint8)
     record.labels_sha256 = labels_sha256(prepared.y_test)
