@@ -170,6 +170,12 @@ def register(subparsers) -> None:
         + " may change",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--store",
+        metavar="PATH",
+        help="also record the finished run in this results store (a path or sqlite:///path.db), "
+        "so that `mlplab runs`, `compare` and `report` see it beside sweep trials",
+    )
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser(
@@ -267,6 +273,10 @@ def run_train(args) -> int:
     if out is not None:
         check_run_folder(out, args.resume)  # before the data is read; checked again under lock
     config = resolve_config(args)
+    if args.store:  # a store that cannot be opened is refused before anything trains
+        from mlplab.experiments.store import Store
+
+        Store(args.store).close()
     if args.resume:  # before the data is read; train_run checks again under the folder's lock
         check_resume(RunConfig.from_toml(out / CONFIG_FILE), config)
     # Every setting is checked here, before any folder is made or file written.
@@ -286,7 +296,26 @@ def run_train(args) -> int:
     print(result.summary())
     names = sorted(path.name for path in out.iterdir() if not path.name.startswith("."))
     print(f"\nSaved in {out}/: {', '.join(names)}")
+    if args.store:
+        record_in_store(args.store, prepared, result)
+        print(f"Recorded in the results store {args.store} (`mlplab runs {args.store}`)")
     return 0
+
+
+def record_in_store(store_text: str, prepared, result) -> None:
+    """Add a finished run to a results store, beside sweep trials (``mlplab train --store``).
+
+    Its label says what was trained; runs of one configuration with other seeds pool into one
+    configuration of the store, as a sweep's seeds do.
+    """
+    from mlplab.experiments.store import Store
+    from mlplab.experiments.trial import run_record
+
+    config = result.config
+    architecture = "graph" if config.model.nodes else config.model.architecture
+    label = f"{architecture} {config.optimizer.name} lr={config.optimizer.learning_rate:g}"
+    with Store(store_text) as store:
+        store.add(run_record(config.to_dict(), result, prepared, label))
 
 
 def plot_run_folder(out: Path, test_images) -> list[Path]:

@@ -68,7 +68,6 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
         network too large for memory, a missing dataset). Bugs are not caught: they reach the
         runner as exceptions with their traceback.
     """
-    from mlplab.experiments.store import labels_sha256
     from mlplab.training.config import RunConfig
     from mlplab.training.runs import prepare_run, train_run
     from mlplab.training.threads import thread_limit
@@ -96,14 +95,7 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
         record.error = str(error).splitlines()[0] if str(error) else type(error).__name__
         record.timings = _timings(started_at, started, None)
         return record
-    record.seeds = dict(result.seeds)
-    record.metrics = _metrics(result)
-    if result.layer_stats:  # [training] layer_stats: keep the last measurement, per layer
-        record.metrics["layers"] = result.layer_stats["epochs"][-1]
-    record.history = {key: list(values) for key, values in result.history.columns.items()}
-    record.predictions = np.asarray(result.test_predictions, dtype=np.uint8)
-    record.labels_sha256 = labels_sha256(prepared.y_test)
-    record.labels = np.asarray(prepared.y_test, dtype=np.uint8)
+    fill_record(record, result, prepared)
     record.timings = _timings(started_at, started, result.seconds)
     return record
 
@@ -116,6 +108,32 @@ def data_key(config: dict) -> str:
     data = {key: value for key, value in config["data"].items() if key != "data_dir"}
     split_seed = RunConfig.from_dict(config).resolved_seeds()["split"]
     return json.dumps([data, split_seed], sort_keys=True)
+
+
+def fill_record(record: TrialRecord, result, prepared) -> TrialRecord:
+    """Put a finished run's results (a :class:`~mlplab.training.runs.RunResult` of the prepared
+    run) into ``record``: seeds, metrics, history, test predictions and labels."""
+    from mlplab.experiments.store import labels_sha256
+
+    record.seeds = dict(result.seeds)
+    record.metrics = _metrics(result)
+    if result.layer_stats:  # [training] layer_stats: keep the last measurement, per layer
+        record.metrics["layers"] = result.layer_stats["epochs"][-1]
+    record.history = {key: list(values) for key, values in result.history.columns.items()}
+    record.predictions = np.asarray(result.test_predictions, dtype=np.uint8)
+    record.labels_sha256 = labels_sha256(prepared.y_test)
+    record.labels = np.asarray(prepared.y_test, dtype=np.uint8)
+    return record
+
+
+def run_record(config: dict, result, prepared, label: str = "") -> TrialRecord:
+    """The record of a single ``mlplab train --store`` run (its sweep is ``""``)."""
+    record = TrialRecord(
+        config=config, sweep="", label=label, machine=_machine(), versions=_versions()
+    )
+    fill_record(record, result, prepared)
+    record.timings = {"train_seconds": result.seconds, "finished_at": time.time()}
+    return record
 
 
 def _metrics(result) -> dict:
@@ -166,4 +184,11 @@ def _versions() -> dict:
     return {"mlplab": __version__, "numpy": np.__version__, "python": sys.version.split()[0]}
 
 
-__all__ = ["MAX_PREPARED_SETTINGS", "data_key", "run_trial", "worker_data_cache"]
+__all__ = [
+    "MAX_PREPARED_SETTINGS",
+    "data_key",
+    "fill_record",
+    "run_record",
+    "run_trial",
+    "worker_data_cache",
+]
