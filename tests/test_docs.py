@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,12 +180,20 @@ class PythonSession:
         request = {"code": block.code, "where": block.where()}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        for line in self.process.stdout:
-            if line.startswith(REPLY_MARKER):
-                reply = json.loads(line[len(REPLY_MARKER) :])
-                break
-        else:
-            pytest.fail(f"{block.where()}: the Python process ended:\n{block.code}")
+        watchdog = threading.Timer(BLOCK_TIMEOUT, self.process.kill)  # a hung block ends here
+        watchdog.start()
+        try:
+            for line in self.process.stdout:
+                if line.startswith(REPLY_MARKER):
+                    reply = json.loads(line[len(REPLY_MARKER) :])
+                    break
+            else:
+                pytest.fail(
+                    f"{block.where()}: the Python process ended (or ran longer than "
+                    f"{BLOCK_TIMEOUT} s):\n{block.code}"
+                )
+        finally:
+            watchdog.cancel()
         if not reply["ok"]:
             pytest.fail(
                 f"{block.where()} raised:\n{block.code}\n--- output ---\n{reply['output']}"
