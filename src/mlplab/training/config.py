@@ -45,7 +45,7 @@ A config file has one table per dataclass; every key is optional and unknown key
     init_seed = -1               # initial weights; -1 means derived from seed
     order_seed = -1              # order of the training examples; -1 means derived from seed
     dropout_seed = -1            # dropout masks; -1 means derived from seed
-    threads = 0                  # 0 lets NumPy's BLAS decide
+    threads = 0                  # BLAS and update threads; 0: the cores this process may use
     max_steps = 0                # 0 means no limit
     dtype = "float32"
     allow_large = false          # train even when the memory estimate exceeds available memory

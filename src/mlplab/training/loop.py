@@ -305,7 +305,9 @@ def fit(
     order_seed : int
         Seeds the per-epoch shuffles and the choice of the examples ``train_loss`` is measured on.
     threads : int, optional
-        BLAS and element-wise threads; the same count is needed for bit-identical reruns.
+        BLAS and element-wise threads for this training, restored afterwards; default: the
+        cores this process may use (its CPU affinity). OpenBLAS's last bits depend on the count,
+        so the same count is needed for bit-identical reruns.
     checkpoint_path : path, optional
         Written atomically after every epoch, and when ``max_steps`` stops inside one.
     resume : bool
