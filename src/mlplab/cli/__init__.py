@@ -16,7 +16,16 @@ from mlplab import __version__
 from mlplab.errors import MlplabError
 
 # Modules under mlplab.cli that contribute subcommands, in the order --help lists them.
-COMMAND_MODULES = ["data", "engine", "train", "predict", "sweep", "experiments", "report", "reproduce"]
+COMMAND_MODULES = [
+    "data",
+    "engine",
+    "train",
+    "predict",
+    "sweep",
+    "experiments",
+    "report",
+    "reproduce",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

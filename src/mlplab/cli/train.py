@@ -91,7 +91,11 @@ FLAGS = {
         "seed of the order of training examples (-1: from --seed)",
     ),
     "--dropout-seed": ("training", "dropout_seed", "seed of the dropout masks (-1: from --seed)"),
-    "--threads": ("training", "threads", "BLAS and update threads (0: the cores this process may use)"),
+    "--threads": (
+        "training",
+        "threads",
+        "BLAS and update threads (0: the cores this process may use)",
+    ),
     "--max-steps": ("training", "max_steps", "stop after this many steps (0: no limit)"),
     "--dtype": ("training", "dtype", "float32 or float64"),
     "--allow-large": (
