@@ -44,6 +44,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+# Time the engine as the `mlplab` command runs it: with OpenBLAS's short spin, which has to be set
+# before NumPy loads OpenBLAS (see mlplab.cli.OPENBLAS_SPIN; mlplab.cli does not load NumPy). A
+# value set in the environment wins, so `OPENBLAS_THREAD_TIMEOUT=0` times OpenBLAS's default.
+from mlplab.cli import OPENBLAS_SPIN
+
+os.environ.setdefault(*OPENBLAS_SPIN)
+
 import numpy as np
 
 BATCH = 128

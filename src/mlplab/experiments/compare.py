@@ -135,11 +135,11 @@ def _pick_runs(a: Side, b: Side, seed) -> tuple[Run, Run] | None:
 
 
 def _accuracy_summary(side: Side) -> dict:
-    from mlplab.experiments.stats import seed_summary
+    from mlplab.experiments.stats import ACCURACY_BOUNDS, seed_summary
     from mlplab.training.metrics import wilson_interval
 
     if len(side.runs) >= 2:
-        summary = seed_summary([run.accuracy for run in side.runs])
+        summary = seed_summary([run.accuracy for run in side.runs], bounds=ACCURACY_BOUNDS)
         return {
             "name": side.name,
             "accuracy": summary.mean,

@@ -229,7 +229,7 @@ def results(experiment: Experiment, store) -> list[ConfigurationResult]:
             values = [r.metrics[name] for r in records if r.metrics.get(name) is not None]
             if not values:
                 continue
-            figures[name] = stats.seed_summary(values)
+            figures[name] = stats.seed_summary(values, bounds=stats.ACCURACY_BOUNDS)
             single[name] = _single_run_interval(values, name, _test_size(records))
         gap = [
             r.metrics["test_last_half"] - r.metrics["test_first_half"]
@@ -268,7 +268,7 @@ def _single_run_interval(values: list[float], name: str, n_test: int) -> tuple[f
             * values.std(ddof=1)
             * math.sqrt(1 + 1 / values.size)
         )
-        return float(values.mean() - half), float(values.mean() + half)
+        return max(float(values.mean() - half), 0.0), min(float(values.mean() + half), 1.0)
     total = n_test // 2 if name in ("test_first_half", "test_last_half") else n_test
     return wilson_interval(int(round(values[0] * total)), total)
 

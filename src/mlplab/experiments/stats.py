@@ -28,6 +28,9 @@ from scipy import stats
 
 from mlplab.training.metrics import wilson_interval
 
+# What an accuracy can be: its intervals are clipped to this.
+ACCURACY_BOUNDS = (0.0, 1.0)
+
 
 @dataclass
 class Summary:
@@ -44,11 +47,13 @@ class Summary:
         return asdict(self)
 
 
-def seed_summary(values, confidence: float = 0.95) -> Summary:
+def seed_summary(values, confidence: float = 0.95, bounds: tuple[float, float] | None = None):
     """Mean, standard deviation (n-1) and Student-t interval of one metric over seeds.
 
     One value has no spread to measure: ``std``, ``low`` and ``high`` are None then (not 0, which
-    would claim a certainty one seed cannot give).
+    would claim a certainty one seed cannot give). ``bounds`` clips the interval to the values
+    the metric can take, e.g. ``(0, 1)`` for an accuracy: with two seeds a t interval is wide
+    enough to leave them.
     """
     values = np.asarray(list(values), dtype=np.float64)
     if values.size == 0:
@@ -58,7 +63,10 @@ def seed_summary(values, confidence: float = 0.95) -> Summary:
         return Summary(mean, None, None, None, 1, confidence)
     std = float(values.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)) * std / math.sqrt(values.size)
-    return Summary(mean, std, mean - half, mean + half, int(values.size), confidence)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Summary(mean, std, low, high, int(values.size), confidence)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from mlplab.engine.architecture import parse_architecture
 from mlplab.errors import ConfigError
 from mlplab.experiments.records import NON_RESULT_KEYS, SEED_KEYS
-from mlplab.experiments.stats import Summary, seed_summary
+from mlplab.experiments.stats import ACCURACY_BOUNDS, Summary, seed_summary
 
 # The metrics a report can rank by (both are accuracies measured after training).
 RANK_METRICS = ("test_accuracy", "val_accuracy")
@@ -147,7 +147,10 @@ class ConfigurationSummary:
     def summary(self, metric: str) -> Summary | None:
         """Mean, sd and t interval of ``metric`` over seeds, or None when no trial has it."""
         values = [v for v in self.values.get(metric, {}).values() if _finite(v)]
-        return seed_summary(values) if values else None
+        if not values:
+            return None
+        is_accuracy = metric.endswith("accuracy") or metric in ("test_first_half", "test_last_half")
+        return seed_summary(values, bounds=ACCURACY_BOUNDS if is_accuracy else None)
 
     def mean(self, metric: str) -> float | None:
         summary = self.summary(metric)
