@@ -158,3 +158,13 @@ def test_holm_caps_at_one_and_keeps_a_single_p_value():
 def test_holm_refuses_values_that_are_not_p_values():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         holm([0.1, 1.5])
+
+
+def test_an_accuracy_interval_from_two_distant_seeds_stays_between_0_and_1():
+    from mlplab.experiments.stats import ACCURACY_BOUNDS
+
+    unbounded = seed_summary([0.30, 0.99])
+    bounded = seed_summary([0.30, 0.99], bounds=ACCURACY_BOUNDS)
+    assert unbounded.low < 0 and unbounded.high > 1  # t(1) = 12.7: two seeds say little
+    assert (bounded.low, bounded.high) == (0.0, 1.0)
+    assert bounded.mean == unbounded.mean and bounded.std == unbounded.std
