@@ -168,7 +168,7 @@ def format_experiment(experiment, store, wall: float | None, markdown: bool = Fa
     table = []
     for row in rows:
         cells = [
-            row.label,
+            row.label or "(no hidden layer)",
             str(len(row.seeds)),
             _summary(row.figures.get("test_accuracy")),
             _pct(row.figures["test_first_half"].mean) if "test_first_half" in row.figures else "-",
