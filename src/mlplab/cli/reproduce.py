@@ -233,7 +233,7 @@ def format_experiment(experiment, store, wall: float | None, markdown: bool = Fa
             + f"{result['name_a']} vs {result['name_b']}: {result['sentence']}"
             + (f" (Holm-adjusted p = {result['p_holm']:.3g})" if "p_holm" in result else "")
         )
-    return "\n".join(lines)
+    return ("\n\n" if markdown else "\n").join(lines)  # Markdown tables need blank lines
 
 
 def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
