@@ -33,7 +33,7 @@ from scipy import stats as scipy_stats
 
 from mlplab.errors import ConfigError
 from mlplab.experiments import stats
-from mlplab.experiments.sweep import Sweep, parse_sweep
+from mlplab.experiments.sweep import Sweep, parse_sweep, read_base
 from mlplab.training.metrics import wilson_interval
 
 FIGURES = ("test_accuracy", "test_first_half", "test_last_half")
@@ -127,11 +127,12 @@ def load_experiment(path: Path, quick: bool = False, overrides: dict | None = No
     meta = value.get("reproduce", {})
     quick_table = value.get("quick", {})
     sweep_value = {k: v for k, v in value.items() if k not in EXTRA_TABLES}
-    variants = {v.get("name", ""): _flatten(_without(v, "name")) for v in value.get("variants", [])}
     if quick:
         sweep_value = _apply_quick(sweep_value, quick_table, path)
     if overrides:
-        sweep_value["base"] = _merge(_base_table(sweep_value, path), overrides)
+        sweep_value["base"] = _merge(
+            read_base(sweep_value.get("base", {}), path, str(path)), overrides
+        )
     sweep = parse_sweep(sweep_value, path)
     if quick:
         sweep.name = f"{sweep.name}-quick"  # quick results never mix with full ones
@@ -143,7 +144,7 @@ def load_experiment(path: Path, quick: bool = False, overrides: dict | None = No
         published=list(meta.get("published", [])),
         compare=[list(pair) for pair in meta.get("compare", [])],
         target=meta.get("target"),
-        variants=variants,
+        variants=dict(sweep.variants),
         quick=quick,
     )
 
@@ -156,25 +157,13 @@ def _apply_quick(value: dict, quick: dict, path: Path) -> dict:
     if "seeds" in quick:
         value["seeds"] = quick["seeds"]
     if "base" in quick:
-        value["base"] = _merge(_base_table(value, path), quick["base"])
+        value["base"] = _merge(read_base(value.get("base", {}), path, str(path)), quick["base"])
     for key, spec in quick.get("parameters", {}).items():
         value.setdefault("parameters", {})[key] = spec
     if "variants" in quick:
         keep = set(quick["variants"])
         value["variants"] = [v for v in value.get("variants", []) if v.get("name") in keep]
     return value
-
-
-def _base_table(value: dict, path: Path) -> dict:
-    """The base run config as a table (a file named by ``base`` is read here)."""
-    base = value.get("base", {})
-    if isinstance(base, str):
-        base_path = path.parent / base
-        try:
-            base = tomllib.loads(base_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read base config {base_path} ({error})") from None
-    return copy.deepcopy(base)
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -187,10 +176,6 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def _without(table: dict, key: str) -> dict:
-    return {k: v for k, v in table.items() if k != key}
-
-
 def _flatten(table: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in table.items():
@@ -200,11 +185,6 @@ def _flatten(table: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
-
-
-def lookup(config: dict, dotted: str):
-    table, _, key = dotted.partition(".")
-    return config.get(table, {}).get(key)
 
 
 # ------------------------------------------------------------------------------ running
@@ -279,7 +259,7 @@ def _variant_of(experiment: Experiment, label: str) -> str:
     return first if first in experiment.variants else ""
 
 
-def _matches(row: ConfigurationResult, experiment: Experiment, variant: str, where: dict) -> bool:
+def _matches(row: ConfigurationResult, variant: str, where: dict) -> bool:
     if variant and row.variant != variant:
         return False
     return all(row.settings.get(key) == value for key, value in where.items())
@@ -343,7 +323,7 @@ def check_published(experiment: Experiment, rows) -> list[PublishedCheck]:
     for entry in experiment.published:
         variant, where = entry.get("variant", ""), entry.get("where", {})
         description = entry.get("label") or variant or ", ".join(f"{v}" for v in where.values())
-        matching = [row for row in rows if _matches(row, experiment, variant, where)]
+        matching = [row for row in rows if _matches(row, variant, where)]
         if len(rows) == 1 and not variant and not where:
             matching = rows
         for figure in FIGURES:

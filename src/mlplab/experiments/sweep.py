@@ -201,7 +201,7 @@ def parse_sweep(value: dict, path: Path | None = None) -> Sweep:
         raise ConfigError(f"{where}: count applies to method 'random' only")
     if not _is_int(seed):
         raise ConfigError(f"{where}: seed (of the random search) must be an integer, got {seed!r}")
-    base = _base(value.get("base", {}), path, where)
+    base = read_base(value.get("base", {}), path, where)
     parameters, ranges = {}, {}
     tables = value.get("parameters", {})
     if not isinstance(tables, dict):
@@ -273,7 +273,8 @@ def _metric(metric, where: str) -> dict:
     return {"name": metric["name"], "goal": goal}
 
 
-def _base(base, path: Path | None, where: str) -> dict:
+def read_base(base, path: Path | None, where: str) -> dict:
+    """A sweep's base run config as tables: given inline, or as a config file beside the sweep."""
     if isinstance(base, str):  # a run config file, relative to the sweep file
         file = Path(base)
         if not file.is_absolute() and path is not None:
