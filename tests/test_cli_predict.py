@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 from PIL import Image
 
 from mlplab.cli import build_parser, main
@@ -35,13 +36,6 @@ def model_folder(tmp_path_factory):
 def digits():
     dataset = load_dataset(MNIST_SMALL)
     return dataset.test_images, dataset.test_labels
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
-    assert lines[0].startswith("mlplab: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def predicted_labels(stdout: str) -> list[str]:
