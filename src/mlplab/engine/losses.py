@@ -6,6 +6,8 @@ activation that turns logits into predictions and differentiates through it:
 * :class:`SoftmaxCrossEntropy`: ``L = mean_i (logsumexp(z_i) - z_i[y_i])``, with the row-wise
   maximum inside the log-sum-exp. It is exact for any logits (no ``log(p + eps)``, no clipping:
   the reported loss is the true loss), and its gradient is the fused ``(softmax(z) - onehot) / N``.
+  With label smoothing ``eps`` the target is ``q = (1 - eps) onehot + eps / K`` in place of the
+  one-hot vector: ``L = mean_i (logsumexp(z_i) - sum_k q_ik z_ik)``, gradient ``(softmax(z) - q) / N``.
 * :class:`MeanSquaredError`: ``L = mean_i 1/2 ||a(z_i) - onehot_i||^2`` with ``a`` the output
   activation (sigmoid as in Nielsen's book, softmax, or linear).
 
@@ -21,27 +23,67 @@ from mlplab.errors import ConfigError
 
 
 class SoftmaxCrossEntropy:
-    """Cross-entropy of the softmax of the logits, fused with the softmax."""
+    """Cross-entropy of the softmax of the logits, fused with the softmax, with optional label
+    smoothing.
+
+    Parameters
+    ----------
+    label_smoothing : float
+        ``eps`` in ``[0, 1)``. The target of a row with label ``y`` becomes
+        ``q = (1 - eps) onehot(y) + eps / K`` over the ``K`` classes (Szegedy et al., 2016), so
+        the network is not pushed to make its logits ever larger. ``0`` is the plain
+        cross-entropy, computed exactly as without the option.
+
+    Notes
+    -----
+    With ``q`` the target, ``L = mean_i (logsumexp(z_i) - sum_k q_ik z_ik)``: ``sum_k q_ik = 1``,
+    so the row's maximum cancels as in the plain loss and no ``log(p + eps)`` appears. The
+    gradient is ``(softmax(z) - q) / N``. The reported losses (training, validation, and the test
+    loss a training run evaluates) are this smoothed objective, ``H(q, p) = H(q) + KL(q || p)``:
+    its minimum is the entropy of ``q``, not 0, so they are comparable only between runs with
+    the same ``eps``; accuracies are unaffected.
+    """
 
     name = "cross-entropy"
     output_activation = "softmax"
 
+    def __init__(self, label_smoothing: float = 0.0):
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, int | float)
+            or not 0.0 <= label_smoothing < 1.0
+        ):
+            raise ConfigError(
+                f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}; "
+                "0.1 is usual, 0 turns it off"
+            )
+        self.label_smoothing = float(label_smoothing)
+
     def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
-        n = logits.shape[0]
+        n, n_classes = logits.shape
         rows = np.arange(n)
         shifted = logits - logits.max(axis=1, keepdims=True)  # row-wise max: every row safe
         exp_shifted = np.exp(shifted)
         sum_exp = exp_shifted.sum(axis=1)
         # -log softmax(z)[y] = log(sum_j exp(z_j - m)) - (z_y - m); the max term cancels.
         loss = np.log(sum_exp) - shifted[rows, labels]
+        eps = self.label_smoothing
+        if eps:
+            # -sum_k q_k log softmax(z)_k = log(sum_j exp(z_j - m)) - sum_k q_k (z_k - m), with
+            # sum_k q_k (z_k - m) = (1 - eps)(z_y - m) + eps/K sum_k (z_k - m): add back eps of
+            # the label's term and take eps/K of every class's.
+            loss += eps * shifted[rows, labels] - (eps / n_classes) * shifted.sum(axis=1)
         exp_shifted /= sum_exp[:, None]
         self.probabilities, self.labels = exp_shifted, labels
         return float(loss.mean(dtype=np.float64))
 
     def backward(self) -> np.ndarray:
-        n = self.probabilities.shape[0]
-        grad = self.probabilities  # reused: dL/dz = (softmax(z) - onehot(y)) / N
-        grad[np.arange(n), self.labels] -= 1.0
+        n, n_classes = self.probabilities.shape
+        eps = self.label_smoothing
+        grad = self.probabilities  # reused: dL/dz = (softmax(z) - q) / N
+        grad[np.arange(n), self.labels] -= 1.0 - eps  # q = (1 - eps) onehot(y) + eps / K
+        if eps:
+            grad -= eps / n_classes
         grad *= 1.0 / n
         return grad
 
@@ -88,17 +130,29 @@ class MeanSquaredError:
 
 
 LOSSES = {"cross-entropy": SoftmaxCrossEntropy, "mse": MeanSquaredError}
+# The options each loss takes. Cross-entropy's output activation is always the fused softmax.
+LOSS_OPTIONS = {"cross-entropy": ("label_smoothing",), "mse": ("output_activation",)}
 
 
 def make_loss(name: str, **options):
-    """The loss called ``name`` (``cross-entropy`` or ``mse``)."""
+    """The loss called ``name`` (``cross-entropy`` or ``mse``) with its options.
+
+    ``cross-entropy`` takes ``label_smoothing``; ``mse`` takes ``output_activation``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, an option the loss does not take, or a bad value.
+    """
     try:
         cls = LOSSES[name]
     except KeyError:
         raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
-    if cls is SoftmaxCrossEntropy and options:
+    unknown = [option for option in options if option not in LOSS_OPTIONS[name]]
+    if unknown:
         raise ConfigError(
-            f"cross-entropy takes no options (got {', '.join(options)}): its output "
-            "activation is always the fused softmax; output_activation is for mse"
+            f"loss {name} takes only {', '.join(LOSS_OPTIONS[name])}, not {', '.join(unknown)}; "
+            "label_smoothing is for cross-entropy (whose output is always the fused softmax), "
+            "output_activation for mse"
         )
     return cls(**options)
