@@ -16,6 +16,7 @@ A config file has one table per dataclass; every key is optional and unknown key
     architecture = "1000:relu"   # or a graph: [[model.nodes]] tables (examples/skip_concat.toml)
     init = "auto"
     loss = "cross-entropy"       # or "mse" (with output_activation = "sigmoid" | "softmax" | "linear")
+    label_smoothing = 0.0        # cross-entropy only: target (1 - eps) onehot + eps / classes
 
     [optimizer]
     name = "adam"                # sgd | momentum | nesterov | rmsprop | adam | adamw
@@ -105,6 +106,7 @@ class ModelConfig:
     init: str = "auto"
     loss: str = "cross-entropy"
     output_activation: str = ""
+    label_smoothing: float = 0.0
 
     def spec(self) -> str | dict:
         """The architecture string, or the graph spec when nodes are given."""
