@@ -11,6 +11,7 @@ output layer (one unit per class, producing logits) come from the data::
     5x32:sigmoid                 # five 32:sigmoid layers (depth 5)
     3x64:batchnorm:relu,10:tanh  # a repeated item carries its steps along
     dropout(0.2),800:relu:dropout(0.5),800:relu:dropout(0.5)
+    noise(0.3),1000:relu         # Gaussian noise of std 0.3 on the input while training
     256:layernorm:relu,256:batchnorm:tanh
     100:shifted-relu(-1),100:leaky-relu(0.1),100:elu
     ""                            # no hidden layer: softmax regression
@@ -25,11 +26,12 @@ Grammar::
     step         := NAME [ "(" NUMBER ")" ]
     COUNT, UNITS := whole numbers >= 1
     NAME         := linear | sigmoid | tanh | relu | leaky-relu | shifted-relu | elu | softmax
-                  | dropout | layernorm | batchnorm
+                  | dropout | noise | layernorm | batchnorm
 
 The number in parentheses is the step's one option: the slope of leaky-relu, the floor of
-shifted-relu (default -1), alpha of elu, the rate of dropout, the eps of layernorm, the momentum
-of batchnorm. An item with units but no activation gets ``relu``; write ``linear`` for none.
+shifted-relu (default -1), alpha of elu, the rate of dropout, the standard deviation of the
+Gaussian noise of noise (added while training only), the eps of layernorm, the momentum of
+batchnorm. An item with units but no activation gets ``relu``; write ``linear`` for none.
 
 Layers are named by type, counting each type on its own (``dense1, relu1, dropout1, dense2``), so
 adding a dropout or changing an activation renames no Dense or normalization layer and leaves
@@ -65,6 +67,7 @@ import numpy as np
 from mlplab.engine import (
     activations,
     normalization,  # noqa: F401
+    regularizers,  # noqa: F401
 )
 from mlplab.engine.graph import INPUT, Network, Node, default_names
 from mlplab.engine.layers import LAYER_TYPES, Dense, make_layer
@@ -76,10 +79,11 @@ STEP_OPTION = {  # the option a number in parentheses sets, per step name
     "shifted-relu": "floor",
     "elu": "alpha",
     "dropout": "rate",
+    "noise": "std",
     "layernorm": "eps",
     "batchnorm": "momentum",
 }
-STEP_NAMES = [*activations.ACTIVATIONS, "dropout", "layernorm", "batchnorm"]
+STEP_NAMES = [*activations.ACTIVATIONS, "dropout", "noise", "layernorm", "batchnorm"]
 RELU_FAMILY = {"relu", "leaky-relu", "shifted-relu", "elu"}
 _STEP = re.compile(r"^([a-z-]+)(?:\(\s*([-+0-9.eE]+)\s*\))?$")
 _REPEAT = re.compile(r"^([0-9]+)\s*x\s*(-?[0-9]+)$")

@@ -1,9 +1,14 @@
-"""Regularization: L1 and L2 penalties, the max-norm constraint, and gradient clipping.
+"""Regularization: L1 and L2 penalties, the max-norm constraint, gradient clipping, and the
+Gaussian noise layer.
 
 Penalties apply to weights (parameters named ``*.weight``), never to biases or normalization
 scales. The training step runs them in this order::
 
     backward -> add_penalty_gradients -> clip_gradients -> optimizer.update -> apply_max_norm
+
+:class:`GaussianNoise` is a layer (the ``noise(0.3)`` step of an architecture string): like
+dropout (:class:`~mlplab.engine.layers.Dropout`) it regularizes by perturbing activations while
+training, and like dropout it is the identity at inference.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlplab.engine.layers import Layer
 from mlplab.errors import ConfigError
 
 
@@ -95,3 +101,50 @@ class Regularization:
                 too_long = norms > self.max_norm
                 if too_long.any():
                     weight[too_long] *= (self.max_norm / norms[too_long])[:, None]
+
+
+class GaussianNoise(Layer):
+    """Additive Gaussian noise: ``y = x + std * n`` with ``n ~ N(0, 1)`` while training, ``y = x``
+    at inference.
+
+    Applied to the input (``noise(0.3),1000:relu``) it is a cheap form of data augmentation;
+    after a hidden layer it perturbs that layer's activations. Unlike dropout nothing is
+    rescaled: the noise has mean zero, so the expected output is already the input. The noise
+    comes from the layer's own generator, which the graph derives from the dropout seed and
+    the node's name, so runs are reproducible and a resumed run draws what an uninterrupted one
+    would have (the generator's state is saved in checkpoints with the dropout generators').
+    """
+
+    type_name = "noise"
+    may_return_input = True  # the identity at inference, and with std = 0
+    draws_random_numbers = True
+
+    def __init__(self, std: float = 0.1):
+        super().__init__()
+        if isinstance(std, bool) or not isinstance(std, int | float) or not 0.0 <= std < math.inf:
+            raise ConfigError(
+                f"noise std must be a finite number >= 0, got {std!r}; e.g. noise(0.3)"
+            )
+        self.std = float(std)
+        self.rng = np.random.default_rng(0)
+
+    def build(self, input_sizes, rng, dtype):
+        self.rng = rng  # the graph made this generator for this layer alone
+        return super().build(input_sizes, rng, dtype)
+
+    def forward(self, x, training=False):
+        if not training or self.std == 0.0:
+            return x
+        noise = self.work_array("noise", x.shape, x.dtype)
+        self.rng.standard_normal(dtype=x.dtype, out=noise)  # float32 draws for a float32 net
+        noise *= x.dtype.type(self.std)
+        if self.inplace:
+            x += noise
+            return x
+        return np.add(x, noise, out=noise)  # the scratch array becomes the output
+
+    def backward(self, grad_out):
+        return grad_out  # dy/dx = 1: the noise does not depend on x
+
+    def config(self):
+        return {"std": self.std}

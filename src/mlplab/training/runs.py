@@ -31,6 +31,7 @@ from mlplab.data import Dataset, Preprocessing, evaluation_split, load_dataset
 from mlplab.data.preprocessing import FittedPreprocessing
 from mlplab.data.splits import EvaluationSplit
 from mlplab.engine import architecture as architectures
+from mlplab.engine.losses import make_loss
 from mlplab.engine.optimizers import make_optimizer
 from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError, MlplabError
@@ -335,6 +336,7 @@ def prepare_run(
     if isinstance(spec, str):
         architectures.parse_architecture(spec)  # a misspelt layer fails before the data is read
     training_options(config, seeds)  # optimizer and schedule options, likewise
+    loss = make_loss(config.model.loss, **loss_options(config))  # and the loss's
     if data_cache is None:  # (not `data_cache or ...`: an empty cache has len 0, so is falsy)
         data_cache = DataCache()
     data = data_cache.prepared(config.data, seeds["split"], progress)
@@ -349,19 +351,32 @@ def prepare_run(
             f"{format_bytes(available)} is available; choose a smaller network or batch, or "
             "pass --allow-large ([training] allow_large = true) to try anyway"
         )
-    model = Model.build(
+    network = architectures.build_network(
         spec,
         data.preprocessing.n_features,
-        data.dataset.class_names,
-        loss=config.model.loss,
-        output_activation=config.model.output_activation or None,
+        n_classes,
         init=config.model.init,
+        dtype=np.dtype(config.training.dtype),
         seed=seeds["init"],
         dropout_seed=seeds["dropout"],
-        dtype=np.dtype(config.training.dtype),
-        preprocessing=data.preprocessing,
     )
+    model = Model(network, loss, data.dataset.class_names, data.preprocessing)
     return PreparedRun(config, seeds, data, model, estimate)
+
+
+def loss_options(config: RunConfig) -> dict:
+    """The options of :func:`~mlplab.engine.losses.make_loss` that ``[model]`` sets.
+
+    Options left at their "off" value are left out, so that ``mse`` with the default
+    ``label_smoothing = 0`` is accepted and ``mse`` with ``label_smoothing = 0.1`` is refused.
+    """
+    model = config.model
+    options = {}
+    if model.output_activation:
+        options["output_activation"] = model.output_activation
+    if model.label_smoothing:
+        options["label_smoothing"] = model.label_smoothing
+    return options
 
 
 def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_bytes: int) -> int:
