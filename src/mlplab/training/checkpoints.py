@@ -46,12 +46,17 @@ def training_settings(
     dtype,
     n_examples: int,
     n_validation: int | None,
+    augmentation: dict | None = None,
+    augment_seed: int = 0,
 ) -> dict:
     """The settings that define a training's trajectory, as plain JSON values.
 
     The optimizer's learning rate is left out: the schedule sets it at every step, and the
     schedule's settings include its rates. A schedule that is a plain callable rather than a
-    :class:`~mlplab.training.schedules.Schedule` is recorded by its name only.
+    :class:`~mlplab.training.schedules.Schedule` is recorded by its name only. ``augmentation``
+    is :meth:`Augmentation.settings() <mlplab.data.augmentation.Augmentation.settings>` (None
+    when off), recorded with its seed; a run without it records None, as checkpoints made before
+    augmentation existed read.
     """
     optimizer_config = {k: v for k, v in optimizer.config().items() if k != "learning_rate"}
     if isinstance(schedule, Schedule):
@@ -68,6 +73,7 @@ def training_settings(
         "dtype": np.dtype(dtype).name,
         "examples": n_examples,
         "validation_examples": n_validation,
+        "augmentation": None if augmentation is None else {**augmentation, "seed": augment_seed},
     }
     return json.loads(json.dumps(settings))  # as they read back from the file: lists, not tuples
 

@@ -41,11 +41,12 @@ A config file has one table per dataclass; every key is optional and unknown key
     batch_size_growth = 2.0
     early_stopping = 0           # patience in epochs; 0 means off
     monitor = "val_loss"         # or "val_accuracy"
-    seed = 0                     # master seed (>= 0): the four seeds below derive from it
+    seed = 0                     # master seed (>= 0): the five seeds below derive from it
     split_seed = -1              # holdout split; -1 means derived from seed
     init_seed = -1               # initial weights; -1 means derived from seed
     order_seed = -1              # order of the training examples; -1 means derived from seed
     dropout_seed = -1            # dropout masks; -1 means derived from seed
+    augment_seed = -1            # data augmentation; -1 means derived from seed
     threads = 0                  # BLAS and update threads; 0: the cores this process may use
     max_steps = 0                # 0 means no limit
     dtype = "float32"
@@ -53,7 +54,17 @@ A config file has one table per dataclass; every key is optional and unknown key
     layer_stats = false          # per-layer statistics after every epoch: layer_stats.json
                                  # (and layers.png); costs a forward+backward on 1,000 examples
 
-Each derived seed is ``SeedSequence([seed, tag])`` with a fixed tag per use, so the four streams are
+    [augmentation]               # random transformations of the training batches; 0 is off
+    shift = 0.0                  # pixels: each axis moves by uniform(-shift, shift)
+    rotation = 0.0               # degrees: uniform(-rotation, rotation), counterclockwise
+    scale = 0.0                  # relative: a size factor uniform(1 - scale, 1 + scale)
+    shear = 0.0                  # degrees of horizontal shear: uniform(-shear, shear)
+    elastic_alpha = 0.0          # elastic distortion: RMS displacement of a pixel, in pixels
+    elastic_sigma = 4.0          # its smoothness: the Gaussian's standard deviation, in pixels
+    hflip = false                # mirror half the images (refused for mnist: digits are not
+                                 # mirror-symmetric)
+
+Each derived seed is ``SeedSequence([seed, tag])`` with a fixed tag per use, so the five streams are
 independent of each other, and setting one (say ``split_seed = 0``) holds that part of the run fixed
 while the master seed varies the rest.
 """
@@ -69,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from mlplab.data.augmentation import check_settings as check_augmentation_settings
 from mlplab.errors import ConfigError
 
 DEFAULT_ARCHITECTURE = "1000:relu"
@@ -76,7 +88,7 @@ DEFAULT_ARCHITECTURE = "1000:relu"
 DERIVED = -1
 # The tag of each derived seed in SeedSequence([master, tag]). Fixed forever: changing one changes
 # every run made with a derived seed.
-SEED_TAGS = {"split": 1, "init": 2, "order": 3, "dropout": 4}
+SEED_TAGS = {"split": 1, "init": 2, "order": 3, "dropout": 4, "augment": 5}
 
 
 @dataclass
@@ -149,11 +161,57 @@ class TrainingConfig:
     init_seed: int = DERIVED
     order_seed: int = DERIVED
     dropout_seed: int = DERIVED
+    augment_seed: int = DERIVED
     threads: int = 0
     max_steps: int = 0
     dtype: str = "float32"
     allow_large: bool = False
     layer_stats: bool = False
+
+
+@dataclass
+class AugmentationConfig:
+    """Random transformations of the training batches (:mod:`mlplab.data.augmentation`).
+
+    The image shape and the value of a blank pixel are not settings: they follow from the data
+    and its preprocessing.
+    """
+
+    shift: float = 0.0
+    rotation: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 4.0
+    hflip: bool = False
+
+    @property
+    def active(self) -> bool:
+        """True when at least one transformation is on."""
+        return any(getattr(self, key) for key in ("shift", "rotation", "scale", "shear")) or bool(
+            self.elastic_alpha or self.hflip
+        )
+
+    def validate(self, data: DataConfig) -> None:
+        """Refuse values out of range, and augmentation of data it cannot apply to."""
+        check_augmentation_settings(**dataclasses.asdict(self))
+        if not self.active:
+            return
+        if data.pixel_subset:
+            raise ConfigError(
+                "augmentation moves pixels within an image, and pixel_subset leaves no image "
+                "(a seeded subset of pixels); set pixel_subset = 0 or turn augmentation off"
+            )
+        if data.standardize == "per-pixel":
+            raise ConfigError(
+                "augmentation with standardize = 'per-pixel' would standardize a moved pixel "
+                "with another position's statistics; use standardize = 'global' or 'none'"
+            )
+        if self.hflip and data.dataset == "mnist":
+            raise ConfigError(
+                "augmentation hflip mirrors images, and digits are not mirror-symmetric (a "
+                "mirrored 2 is no digit); set hflip = false for mnist (it suits fashion-mnist)"
+            )
 
 
 @dataclass
@@ -164,14 +222,17 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def resolved_seeds(self) -> dict[str, int]:
-        """The master seed and the four seeds a run uses, with derived ones (-1) worked out.
+        """The master seed and the five seeds a run uses, with derived ones (-1) worked out.
 
         Returns
         -------
         dict
-            ``{"seed": master, "split": .., "init": .., "order": .., "dropout": ..}``, plain ints.
+            ``{"seed": master, "split": .., "init": .., "order": .., "dropout": ..,
+            "augment": ..}``, plain ints (``augment`` seeds the data augmentation, and is
+            there whether augmentation is on or not).
 
         Raises
         ------
@@ -215,6 +276,7 @@ class RunConfig:
             for key, value in dataclasses.asdict(table).items():
                 if isinstance(value, float) and not math.isfinite(value):
                     raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        self.augmentation.validate(self.data)
 
     @classmethod
     def from_dict(cls, value: dict, source: str = "config") -> RunConfig:

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mlplab.data.augmentation import Augmentation
 from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError, DivergenceError
 from mlplab.saving import network_arrays, write_text
@@ -256,6 +257,8 @@ class _Training:
     progress: bool
     callbacks: tuple
     train_measure: tuple[np.ndarray, np.ndarray]  # the fixed subset train_loss is measured on
+    augmentation: Augmentation | None  # None, or an active one: applied to training batches only
+    augment_seed: int
 
 
 def fit(
@@ -278,6 +281,8 @@ def fit(
     max_steps: int | None = None,
     progress: bool = True,
     callbacks=(),
+    augmentation: Augmentation | None = None,
+    augment_seed: int = 0,
 ) -> History:
     """Train ``network`` in place and return its :class:`History`.
 
@@ -322,6 +327,13 @@ def fit(
         Stop after this many optimizer steps in all (counted across resumes).
     callbacks : iterable
         Objects with ``on_epoch_end(epoch, record)``; returning True stops training.
+    augmentation : mlplab.data.augmentation.Augmentation, optional
+        Random transformations of the training batches (never of the examples ``train_loss``,
+        ``val_loss`` and the test figures are measured on). Batch ``b`` of epoch ``e`` is
+        augmented with ``default_rng([augment_seed, e, b])``, so a resumed run augments every
+        batch as an uninterrupted one does.
+    augment_seed : int
+        Seeds the augmentation; part of the settings a resume must keep, like ``augmentation``.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
@@ -337,6 +349,15 @@ def fit(
     schedule = schedule or Constant(optimizer.learning_rate)
     regularization = regularization or Regularization()
     x = x if x.dtype == network.dtype else x.astype(network.dtype)
+    if augmentation is not None and not augmentation.active:
+        augmentation = None  # all off: the same trajectory (and settings) as no augmentation
+    if augmentation is not None and math.prod(augmentation.image_shape) != x.shape[1]:
+        height, width = augmentation.image_shape
+        raise ConfigError(
+            f"augmentation of {height}x{width} images needs {height * width} features per "
+            f"example, and these examples have {x.shape[1]}; give the augmentation the shape "
+            "of the images the features are"
+        )
     settings = training_settings(
         optimizer=optimizer,
         schedule=schedule,
@@ -347,6 +368,8 @@ def fit(
         dtype=network.dtype,
         n_examples=len(y),
         n_validation=None if validation_data is None else len(validation_data[1]),
+        augmentation=None if augmentation is None else augmentation.settings(),
+        augment_seed=augment_seed,
     )
     training = _Training(
         network=network,
@@ -367,6 +390,8 @@ def fit(
         progress=progress,
         callbacks=tuple(callbacks),
         train_measure=_train_measure_subset(x, y, order_seed),
+        augmentation=augmentation,
+        augment_seed=augment_seed,
     )
     state = TrainingState()
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -426,7 +451,11 @@ def _run_epoch(training: _Training, state: TrainingState) -> bool:
             start, stop = batch_bounds(state.batch_index, n, size)
             indices = order[start:stop]
             batch_loss, correct = _train_step(
-                training, training.x[indices], training.y[indices], learning_rate, state
+                training,
+                _batch_features(training, state, indices),
+                training.y[indices],
+                learning_rate,
+                state,
             )
             state.loss_sum += batch_loss * len(indices)
             state.correct += correct
@@ -441,6 +470,19 @@ def _run_epoch(training: _Training, state: TrainingState) -> bool:
     finally:
         bar.close()
         state.seconds += time.perf_counter() - started
+
+
+def _batch_features(training: _Training, state: TrainingState, indices: np.ndarray) -> np.ndarray:
+    """The features of a training batch, augmented when augmentation is on.
+
+    The augmentation's generator depends only on the batch's position, ``[augment_seed, epoch,
+    batch_index]``, so a run resumed inside an epoch augments the rest as an uninterrupted one.
+    """
+    features = training.x[indices]
+    if training.augmentation is None:
+        return features
+    rng = np.random.default_rng([training.augment_seed, state.epoch, state.batch_index])
+    return training.augmentation.augment(features, rng)
 
 
 def _learning_rate(training: _Training, epoch: int, batch_index: int, n_steps: int) -> float:

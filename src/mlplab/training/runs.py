@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mlplab.data import Dataset, Preprocessing, evaluation_split, load_dataset
+from mlplab.data.augmentation import augmentation_for
 from mlplab.data.preprocessing import FittedPreprocessing
 from mlplab.data.splits import EvaluationSplit
 from mlplab.engine import architecture as architectures
@@ -432,6 +433,7 @@ def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> 
         "order_seed": seeds["order"],
         "threads": t.threads or None,
         "max_steps": t.max_steps or None,
+        "augment_seed": seeds["augment"],
     }
 
 
@@ -583,6 +585,9 @@ def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, p
         resume=resume,
         progress=progress,
         callbacks=callbacks,
+        augmentation=augmentation_for(
+            prepared.data.preprocessing, **dataclasses.asdict(config.augmentation)
+        ),
         **training_options(config, prepared.seeds),
     )
     seconds = time.perf_counter() - started
