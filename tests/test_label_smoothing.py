@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from mlplab.engine.architecture import build_network
 from mlplab.engine.gradcheck import check_architecture, check_gradients
 from mlplab.engine.losses import SoftmaxCrossEntropy, make_loss
 from mlplab.errors import ConfigError
+from mlplab.training.config import RunConfig
+from mlplab.training.runs import prepare_run, train_run
 
 
 def reference_smoothed_cross_entropy(logits, labels, eps):
@@ -131,3 +135,60 @@ def test_make_loss_passes_label_smoothing_to_cross_entropy_only():
         make_loss("mse", label_smoothing=0.1)
     with pytest.raises(ConfigError, match="output_activation for mse"):
         make_loss("cross-entropy", output_activation="sigmoid")
+
+
+# ------------------------------------------------------------------ from a run config
+MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
+
+
+def fixture_config(**model) -> RunConfig:
+    config = RunConfig()
+    config.data.dataset = str(MNIST_SMALL)
+    config.data.validation = 200
+    config.model.architecture = "16:relu"
+    config.training.epochs = 1
+    config.training.threads = 1
+    for key, value in model.items():
+        setattr(config.model, key, value)
+    return config
+
+
+def test_model_label_smoothing_in_a_config_file_reaches_the_runs_loss(tmp_path):
+    path = tmp_path / "smooth.toml"
+    path.write_text('[model]\narchitecture = "16:relu"\nlabel_smoothing = 0.1\n')
+    config = RunConfig.from_toml(path)
+    assert config.model.label_smoothing == 0.1
+    config.data.dataset, config.data.validation = str(MNIST_SMALL), 200
+    prepared = prepare_run(config, progress=False)
+    assert prepared.model.loss.label_smoothing == 0.1
+    assert "label_smoothing = 0.1" in prepared.config.to_toml()
+
+
+def test_a_run_with_label_smoothing_trains_and_reports_the_smoothed_loss():
+    """Its validation loss is the smoothed objective, which no run can bring below H(q)."""
+    eps, k = 0.2, 10
+    q = np.array([1 - eps + eps / k] + [eps / k] * (k - 1))
+    result = train_run(prepare_run(fixture_config(label_smoothing=eps), progress=False))
+    assert result.history["val_loss"][0] > -(q * np.log(q)).sum()
+    assert 0.0 <= result.evaluation["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
+        ({"loss": "mse", "label_smoothing": 0.1}, "label_smoothing is for cross-entropy"),
+    ],
+)
+def test_bad_label_smoothing_is_refused_before_the_data_is_read(model, message):
+    config = fixture_config(**model)
+    config.data.dataset = "/nonexistent/dataset/folder"  # reading it would fail differently
+    with pytest.raises(ConfigError, match=message):
+        prepare_run(config, progress=False)
+
+
+def test_label_smoothing_given_as_text_in_a_config_file_is_refused(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[model]\nlabel_smoothing = "0.1"\n')
+    with pytest.raises(ConfigError, match="label_smoothing should be a float"):
+        RunConfig.from_toml(path)

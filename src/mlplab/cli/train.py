@@ -130,12 +130,23 @@ def register(subparsers) -> None:
         help="train a network and evaluate it; everything goes into a run folder",
         description="Train a network on MNIST-family data. With no options: a strong default "
         f"({defaults.model.architecture}, Adam) on MNIST. Flags override "
-        "--config, which overrides the defaults shown.",
+        "--config (or --preset), which overrides the defaults shown.",
     )
     train.add_argument(
         "--config",
         help="a TOML file with [data], [model], [optimizer], "
         "[schedule], [regularization], [training] tables",
+    )
+    train.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="a config file shipped with mlplab, instead of --config: mnist-pi, mnist, "
+        "mnist-long or fashion (--list-presets describes them)",
+    )
+    train.add_argument(
+        "--list-presets",
+        action="store_true",
+        help="print each preset's name, what it trains and its file, and exit",
     )
     for flag, (table, key, help_text) in FLAGS.items():
         default = getattr(getattr(defaults, table), key)
@@ -233,7 +244,16 @@ def resolve_config(args) -> RunConfig:
     A resumed run given its original --config and flags again gets the same config, which the
     resume check then finds unchanged.
     """
-    if args.config:
+    if args.config and args.preset:
+        raise ConfigError(
+            "--config and --preset both name a config file; give one (to change a preset, "
+            "copy its file, shown by --list-presets, and pass the copy to --config)"
+        )
+    if args.preset:
+        from mlplab.training.presets import preset_path
+
+        config = RunConfig.from_toml(preset_path(args.preset))
+    elif args.config:
         config = RunConfig.from_toml(args.config)
     elif args.resume and args.out and (Path(args.out) / CONFIG_FILE).exists():
         config = RunConfig.from_toml(Path(args.out) / CONFIG_FILE)
@@ -271,6 +291,9 @@ def run_train(args) -> int:
     from mlplab.training.run_folder import check_run_folder, new_run_folder
     from mlplab.training.runs import check_resume, prepare_run, train_run
 
+    if args.list_presets:
+        print_presets()
+        return 0
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out, the run folder to continue")
     out = Path(args.out) if args.out else None
@@ -304,6 +327,17 @@ def run_train(args) -> int:
         record_in_store(args.store, prepared, result)
         print(f"Recorded in the results store {args.store} (`mlplab runs {args.store}`)")
     return 0
+
+
+def print_presets() -> None:
+    """Each preset's name, the first comment line of its file, and the file."""
+    from mlplab.training.presets import preset_description, preset_names, preset_path
+
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name.ljust(width)}  {preset_description(name)}")
+        print(f"{' ' * width}  {preset_path(name)}")
 
 
 def record_in_store(store_text: str, prepared, result) -> None:
