@@ -41,7 +41,8 @@ class SoftmaxCrossEntropy:
     gradient is ``(softmax(z) - q) / N``. The reported losses (training, validation, and the test
     loss a training run evaluates) are this smoothed objective, ``H(q, p) = H(q) + KL(q || p)``:
     its minimum is the entropy of ``q``, not 0, so they are comparable only between runs with
-    the same ``eps``; accuracies are unaffected.
+    the same ``eps``; accuracies are unaffected. A saved model records the loss by name only, so
+    ``mlplab eval`` of it reports the plain cross-entropy.
     """
 
     name = "cross-entropy"
