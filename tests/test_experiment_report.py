@@ -453,3 +453,89 @@ def test_shapes_read_repeats_steps_and_graphs():
     graph = copy.deepcopy(config)
     graph["model"]["nodes"] = [{"name": "h", "type": "dense", "units": 4, "inputs": ["input"]}]
     assert read_shape(graph) is None
+
+
+# -- ranking by the sweep's own metric ----------------------------------------------------------
+
+
+def disagreeing_store(path: Path, metrics: dict[str, dict]) -> Path:
+    """Two configurations whose test and validation accuracies rank them oppositely: 100:relu is
+    better on the test set, 200:relu on the validation set; ``metrics`` are the sweeps' own."""
+    with Store(path) as store:
+        for sweep in metrics or {"s": None}:
+            for architecture, test, val in (("100:relu", 0.95, 0.80), ("200:relu", 0.90, 0.85)):
+                for seed in (0, 1):
+                    record = make_trial(architecture, seed, test, sweep=sweep)
+                    record.metrics["val_accuracy"] = val + 0.001 * seed
+                    store.add(record)
+        for sweep, metric in metrics.items():
+            store.set_metric(sweep, metric)
+    return path
+
+
+def first_ranked(out: Path) -> str:
+    return read_csv(out / "configurations.csv")[0]["label"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "best", "sentence"),
+    [
+        (None, "100:relu", "Ranked by mean test accuracy over seeds. Accuracies"),
+        (
+            {"name": "val_accuracy", "goal": "maximize"},
+            "200:relu",
+            "Validation accuracy is the metric the sweep maximizes.",
+        ),
+        (
+            {"name": "val_loss", "goal": "minimize"},
+            "200:relu",
+            "The sweep minimizes val_loss; reports rank by accuracies, so this one ranks by "
+            "validation accuracy",
+        ),
+        (
+            {"name": "train_seconds", "goal": "minimize"},
+            "100:relu",
+            "optimizes train_seconds (minimize), which reports cannot rank by",
+        ),
+    ],
+)
+def test_the_report_ranks_by_the_sweeps_own_metric(tmp_path: Path, metric, best, sentence):
+    db = disagreeing_store(tmp_path / "r.db", {"s": metric} if metric else {})
+    assert main(["report", str(db), "--out", str(tmp_path / "out")]) == 0
+    assert first_ranked(tmp_path / "out") == best
+    assert sentence in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_an_explicit_metric_overrides_the_sweeps(tmp_path: Path):
+    db = disagreeing_store(tmp_path / "r.db", {"s": {"name": "val_accuracy", "goal": "maximize"}})
+    write_report(db, tmp_path / "out", metric="test_accuracy")
+    assert first_ranked(tmp_path / "out") == "100:relu"
+    assert "the metric the sweep maximizes" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_sweeps_with_different_metrics_rank_by_test_accuracy_unless_one_is_chosen(tmp_path):
+    metrics = {
+        "a": {"name": "val_accuracy", "goal": "maximize"},
+        "b": {"name": "test_accuracy", "goal": "maximize"},
+    }
+    db = disagreeing_store(tmp_path / "r.db", metrics)
+    write_report(db, tmp_path / "all")
+    assert first_ranked(tmp_path / "all") == "100:relu"
+    assert "The sweeps optimize different metrics" in (tmp_path / "all" / "report.md").read_text()
+    write_report(db, tmp_path / "a", sweep="a")
+    assert first_ranked(tmp_path / "a") == "200:relu"
+    assert "the metric sweep `a` maximizes" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_a_sweep_metric_no_trial_recorded_falls_back_to_test_accuracy_and_says_so(tmp_path):
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        for seed in (0, 1):
+            record = make_trial("100:relu", seed, 0.9)
+            del record.metrics["val_accuracy"]  # a run without validation data
+            store.add(record)
+        store.set_metric("s", {"name": "val_accuracy", "goal": "maximize"})
+    write_report(db, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No trial recorded val_accuracy, so this report ranks by test accuracy." in text
+    assert "Ranked by mean test accuracy" in text

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, DataError
+from mlplab.experiments import runner as runner_module
 from mlplab.experiments import trial as trial_module
 from mlplab.experiments.runner import _pick, plan_threads, run_sweep
 from mlplab.experiments.store import Store
@@ -101,6 +102,23 @@ def test_two_workers_store_one_row_per_trial_and_failed_trials_with_their_error(
         assert record.predictions.dtype == np.uint8 and len(record.predictions) == 500
         assert record.labels_sha256 and record.history["epoch"] == [1]
         assert record.config["training"]["threads"] == 1
+
+
+def test_the_sweeps_metric_is_stored_for_reports_to_rank_by(two_worker_run):
+    _, path, _ = two_worker_run
+    with Store(path, create=False) as store:  # TINY names none: the default, val_accuracy
+        assert store.metrics() == {"tiny": {"name": "val_accuracy", "goal": "maximize"}}
+
+
+def test_a_missing_dataset_stops_the_sweep_before_any_worker_or_trial(tmp_path, monkeypatch):
+    missing = tmp_path / "gone"
+    trials = load_sweep(write_sweep(tmp_path, TINY.replace(str(MNIST_SMALL), str(missing))))
+    started = []
+    monkeypatch.setattr(runner_module, "_run_local", lambda *args: started.append(args))
+    with Store(tmp_path / "tiny.db") as store:
+        with pytest.raises(DataError, match=f"^tiny: {missing}: no such folder"):
+            run_sweep(trials.trials(), store, workers=2, progress=False)
+        assert started == [] and store.trials(status=None) == [] and store.metrics() == {}
 
 
 def test_workers_are_reused_across_trials(two_worker_run):

@@ -346,3 +346,45 @@ def test_readers_see_the_store_while_a_writer_works(tmp_path):
     assert counts == sorted(counts)
     with Store(path, create=False) as store:
         assert len(store.trials()) == 200
+
+
+# -- what each sweep optimizes -------------------------------------------------------------------
+
+
+def test_a_sweeps_metric_is_kept_and_an_edited_one_replaces_it(tmp_path):
+    with Store(tmp_path / "results.db") as store:
+        assert store.metrics() == {} and store.metric("s") is None
+        store.set_metric("s", {"name": "val_loss", "goal": "minimize"})
+        store.set_metric("t", {"name": "val_accuracy", "goal": "maximize"})
+        store.set_metric("s", {"name": "val_accuracy", "goal": "maximize"})  # the file was edited
+    with Store(tmp_path / "results.db", create=False) as store:
+        assert store.metrics() == {
+            "s": {"name": "val_accuracy", "goal": "maximize"},
+            "t": {"name": "val_accuracy", "goal": "maximize"},
+        }
+
+
+@pytest.mark.parametrize(
+    "metric", [{"name": "val_loss", "goal": "lower"}, {"name": "", "goal": "maximize"}, {}]
+)
+def test_a_malformed_sweep_metric_is_refused_and_not_stored(tmp_path, metric):
+    with Store(tmp_path / "results.db") as store:
+        with pytest.raises(ValueError, match="a sweep metric is"):
+            store.set_metric("s", metric)
+        assert store.metrics() == {}
+
+
+def test_a_store_made_before_sweep_metrics_were_kept_still_opens_and_gains_them(tmp_path):
+    path = tmp_path / "old.db"
+    with Store(path) as store:
+        store.add(make_record(0))
+    with sqlite3.connect(path) as connection:  # the layout of the first version-1 stores
+        connection.execute("DROP TABLE sweeps")
+    with Store(path, create=False) as store:
+        (back,) = store.trials()
+        assert_same_trial(back, make_record(0))
+        assert store.metrics() == {}  # an old sweep names no metric
+        store.set_metric("s", {"name": "val_accuracy", "goal": "maximize"})
+        assert store.metric("s") == {"name": "val_accuracy", "goal": "maximize"}
+    with sqlite3.connect(path) as connection:  # still version 1: older mlplab reads it too
+        assert connection.execute("SELECT version FROM mlplab_schema").fetchone() == (1,)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from mlplab.cli import main
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, DataError
 from mlplab.experiments.records import config_hash
-from mlplab.experiments.sweep import load_sweep, parse_sweep
+from mlplab.experiments.sweep import check_data, load_sweep, parse_sweep
 from mlplab.training.config import RunConfig
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
@@ -266,3 +268,84 @@ def test_bad_variants_are_one_line_errors(variants, message):
 def test_reproduce_and_quick_tables_are_left_to_mlplab_reproduce():
     sweep = parse_sweep({"reproduce": {"title": "t"}, "quick": {"seeds": 1}})
     assert len(sweep.trials()) == 1
+
+
+def test_every_trial_carries_its_sweeps_metric(tmp_path):
+    # (a top-level key after a table would belong to the table: it comes first)
+    trials = load_sweep(
+        write(tmp_path, 'metric = { name = "val_loss", goal = "minimize" }\n' + GRID)
+    ).trials()
+    assert {json.dumps(t.metric, sort_keys=True) for t in trials} == {
+        '{"goal": "minimize", "name": "val_loss"}'
+    }
+
+
+MISSING_DATA = """
+    name = "nodata"
+    seeds = 2
+    [base]
+    data = {{ dataset = "{dataset}" }}
+    training = {{ epochs = 1 }}
+    [parameters."model.architecture"]
+    values = ["8:relu", "16:relu"]
+"""
+
+
+def test_a_sweep_whose_dataset_folder_is_missing_fails_before_any_store_or_worker(tmp_path, capsys):
+    missing = tmp_path / "no-such-data"
+    path = write(tmp_path, MISSING_DATA.format(dataset=missing))
+    assert main(["sweep", str(path)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert str(path) in line and str(missing) in line and "no such folder" in line
+    assert not (tmp_path / "s.db").exists()  # nothing ran, no store was made
+
+
+def test_a_dataset_folder_lacking_a_file_is_named_with_the_file(tmp_path, capsys):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    for file in MNIST_SMALL.iterdir():
+        if not file.name.startswith("t10k-labels"):
+            (folder / file.name).symlink_to(file)
+    path = write(tmp_path, MISSING_DATA.format(dataset=folder))
+    assert main(["sweep", str(path)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "t10k-labels-idx1-ubyte" in line and str(path) in line
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_known_dataset_found_nowhere_fails_once_naming_the_places_looked_at(
+    tmp_path, isolated_data_env, capsys
+):
+    path = write(tmp_path, MISSING_DATA.format(dataset="mnist"))
+    assert main(["sweep", str(path)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "mnist: IDX files not found" in line and "MLPLAB_DATA" in line
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_check_data_passes_a_complete_folder_and_reads_each_dataset_once(tmp_path, monkeypatch):
+    from mlplab.data import sources
+
+    trials = load_sweep(write(tmp_path, MISSING_DATA.format(dataset=MNIST_SMALL))).trials()
+    listed = []
+    real = sources.find_files
+    monkeypatch.setattr(sources, "find_files", lambda *a: listed.append(a) or real(*a))
+    check_data(trials)  # four trials, one dataset: no error, one look
+    assert len(trials) == 4 and len(listed) == 1
+    with pytest.raises(DataError, match="^elsewhere: "):
+        check_data(
+            load_sweep(write(tmp_path, MISSING_DATA.format(dataset="/nope"))).trials(), "elsewhere"
+        )
+
+
+def test_a_bad_architecture_in_one_variant_fails_before_anything_runs(tmp_path, capsys):
+    text = MISSING_DATA.format(dataset=MNIST_SMALL).replace(
+        '[parameters."model.architecture"]\n    values = ["8:relu", "16:relu"]',
+        '[[variants]]\n    name = "good"\n    model = { architecture = "8:relu" }\n'
+        '    [[variants]]\n    name = "bad"\n    model = { architecture = "8:rleu" }',
+    )
+    path = write(tmp_path, text)
+    assert main(["sweep", str(path)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert str(path) in line and "rleu" in line
+    assert not (tmp_path / "s.db").exists()

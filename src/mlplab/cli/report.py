@@ -33,9 +33,9 @@ def register(subparsers) -> None:
     )
     report.add_argument(
         "--metric",
-        default="test_accuracy",
         choices=["test_accuracy", "val_accuracy"],
-        help="what configurations are ranked and plotted by (default: test_accuracy)",
+        help="what configurations are ranked and plotted by (default: the metric the sweep "
+        "file names, for a loss the accuracy on the same examples; else test_accuracy)",
     )
     report.add_argument(
         "--top",

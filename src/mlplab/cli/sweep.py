@@ -59,8 +59,8 @@ def default_store(sweep_file: Path) -> Path:
 
 def run_sweep_command(args) -> int:
     from mlplab.experiments.runner import plan_threads, run_sweep
-    from mlplab.experiments.store import Store
-    from mlplab.experiments.sweep import load_sweep
+    from mlplab.experiments.store import Store, store_path
+    from mlplab.experiments.sweep import check_data, load_sweep
 
     sweep_file = Path(args.file)
     if args.dask is not None and not args.dask.startswith(("tcp://", "tls://", "ucx://")):
@@ -72,9 +72,13 @@ def run_sweep_command(args) -> int:
     store_name = args.store or default_store(sweep_file)
     if args.dry_run:
         return _dry_run(sweep, trials, store_name)
+    store_path(store_name)  # a bad --store name fails before anything is checked or made
     if args.dask is None:
-        # Check the numbers now, so that a bad --workers fails before the store is made.
+        # Check the numbers and the data now, so that a bad --workers or a missing dataset fails
+        # before the store is made or any worker starts. (A Dask cluster's workers read their
+        # own copies of the data, which this machine need not have.)
         plan_threads(args.workers, args.threads_per_worker)
+        check_data(trials, str(sweep_file))
     with Store(store_name) as store:
         outcome = run_sweep(
             trials,

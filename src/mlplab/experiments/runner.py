@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from mlplab.errors import ConfigError, MlplabError
 from mlplab.experiments.records import TrialRecord
-from mlplab.experiments.sweep import Trial
+from mlplab.experiments.sweep import Trial, check_data
 from mlplab.experiments.trial import MAX_PREPARED_SETTINGS, data_key, run_trial
 
 # How long to keep trying to reach a Dask scheduler before saying it cannot be reached.
@@ -125,6 +125,13 @@ def run_sweep(
         workers_used, threads = plan_threads(workers, threads_per_worker)
         workers_used = max(1, min(workers_used, len(pending)))
     outcome.workers, outcome.threads_per_worker = workers_used, threads
+    if dask_address is None:
+        # The data must be there before any worker starts: one clear error, not one per trial.
+        # (A Dask cluster's workers read their own copies, which this machine may not have.)
+        check_data(pending)
+    for name, metric in {trial.sweep: trial.metric for trial in trials}.items():
+        if metric is not None:
+            store.set_metric(name, metric)  # what `mlplab report` ranks this sweep by
     if not pending:
         return outcome
 

@@ -12,7 +12,12 @@ trial of a sweep (``sweep = ""`` for single ``mlplab train --store`` runs)::
 test image; nothing is pickled, so a store can be read without mlplab (``sqlite3 results.db``).
 The test labels the predictions refer to are kept once per test set, in
 ``test_sets(labels_sha256 PRIMARY KEY, labels BLOB)``, so McNemar's test needs no dataset.
+What each sweep optimizes (its file's ``metric = { name, goal }``) is kept once per sweep, in
+``sweeps(sweep PRIMARY KEY, metric, goal)``, so a report ranks by the sweep's own metric.
 A table ``mlplab_schema`` says which layout the file has, so a later mlplab can read old files.
+The ``sweeps`` table came later without changing the version: it is an addition that an older
+mlplab ignores, and a store made before it gets it when next opened for writing (read-only, such
+a store simply names no metric).
 
 Why SQLite, and why it is safe to kill a sweep at any moment:
 
@@ -59,6 +64,12 @@ COLUMNS = (
     "labels_sha256",
     "created",
 )
+# Added after version 1 (see the module docstring): created in old stores when they are opened.
+SWEEPS_TABLE = """CREATE TABLE IF NOT EXISTS sweeps (
+    sweep TEXT PRIMARY KEY,
+    metric TEXT NOT NULL,
+    goal TEXT NOT NULL CHECK (goal IN ('maximize', 'minimize'))
+);"""
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS mlplab_schema (name TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
@@ -76,6 +87,7 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE INDEX IF NOT EXISTS trials_by_config ON trials (config_hash);
 CREATE TABLE IF NOT EXISTS test_sets (labels_sha256 TEXT PRIMARY KEY, labels BLOB NOT NULL);
+{SWEEPS_TABLE}
 """
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -201,6 +213,8 @@ class Store:
                     "INSERT OR IGNORE INTO mlplab_schema VALUES (?, ?)",
                     (SCHEMA_NAME, SCHEMA_VERSION),
                 )
+        elif "sweeps" not in self._table_names():
+            self._add_sweeps_table()
         row = self._connection.execute(
             "SELECT version FROM mlplab_schema WHERE name = ?", (SCHEMA_NAME,)
         ).fetchone()
@@ -211,6 +225,15 @@ class Store:
                 f"{self.path}: written by a newer mlplab (store version {row[0]}, this one "
                 f"reads {SCHEMA_VERSION}); upgrade mlplab"
             )
+
+    def _add_sweeps_table(self) -> None:
+        """Give a store made before the ``sweeps`` table one; a read-only file goes without."""
+        try:
+            with self._transaction() as connection:
+                connection.execute(SWEEPS_TABLE)
+        except sqlite3.OperationalError as error:
+            if "readonly" not in str(error):
+                raise
 
     def _table_names(self) -> set[str]:
         rows = self._connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -249,7 +272,35 @@ class Store:
                 row,
             )
 
+    def set_metric(self, sweep: str, metric: dict) -> None:
+        """Record what ``sweep`` optimizes, ``{"name": ..., "goal": "maximize" | "minimize"}``.
+
+        A sweep run again with an edited ``metric`` replaces the earlier one: the file says what
+        the sweep is for now.
+        """
+        name, goal = metric.get("name"), metric.get("goal")
+        if not isinstance(name, str) or not name or goal not in ("maximize", "minimize"):
+            raise ValueError(f"a sweep metric is {{name, goal: maximize|minimize}}, not {metric}")
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO sweeps VALUES (?, ?, ?) ON CONFLICT (sweep) DO UPDATE SET "
+                "metric = excluded.metric, goal = excluded.goal",
+                (sweep, name, goal),
+            )
+
     # -- reading -------------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, dict]:
+        """``{sweep: {"name": ..., "goal": ...}}`` of the sweeps that recorded their metric
+        (sweeps of a store written before mlplab kept metrics have none)."""
+        if "sweeps" not in self._table_names():  # an old store opened read-only
+            return {}
+        rows = self._connection.execute("SELECT sweep, metric, goal FROM sweeps ORDER BY rowid")
+        return {sweep: {"name": name, "goal": goal} for sweep, name, goal in rows}
+
+    def metric(self, sweep: str) -> dict | None:
+        """The metric ``sweep`` optimizes, or None when it recorded none."""
+        return self.metrics().get(sweep)
 
     def has(self, trial_key: str, sweep: str | None = None) -> bool:
         """Whether a finished trial with this key is stored (in ``sweep``, or in any)."""

@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from mlplab.engine.architecture import parse_architecture
-from mlplab.errors import ConfigError
+from mlplab.errors import ConfigError, DataError, MlplabError
 from mlplab.experiments.generators import generate
 from mlplab.experiments.records import trial_key
 from mlplab.training.config import RunConfig
@@ -95,6 +95,8 @@ class Trial:
     config: dict
     label: str  # the configuration without its seed, e.g. "32:sigmoid,32:sigmoid lr=0.1"
     sweep: str
+    # The sweep's {"name", "goal"}: the store keeps it so that reports rank by it.
+    metric: dict | None = None
 
     @property
     def trial_key(self) -> str:
@@ -132,7 +134,7 @@ class Sweep:
                 label = f"{variant} {label}".strip()
                 for seed in self.seeds:
                     config = _resolve(self.base, {**settings, **assignment}, seed, where)
-                    trial = Trial(config, label, self.name)
+                    trial = Trial(config, label, self.name, self.metric)
                     if trial.trial_key not in seen:
                         seen.add(trial.trial_key)
                         trials.append(trial)
@@ -398,6 +400,50 @@ def _resolve(base: dict, assignment: dict, seed: int, where: str) -> dict:
     return config.to_dict()
 
 
+# What check_data reads of a known dataset: its two label files (70 kB), found by the same search
+# a trial makes, and verified; the images (55 MB) are left to the workers that read them anyway.
+CHECKED_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def check_data(trials, where: str | None = None) -> None:
+    """Check that every dataset the trials name can be found, before any worker starts.
+
+    Each (dataset, data folder) is checked once: a known dataset (``mnist``) is searched for the
+    way a trial searches for it (and downloaded into the cache if no copy is found), reading only
+    its label files; a dataset given as a folder must hold the four IDX files.
+
+    Raises
+    ------
+    DataError, ConfigError
+        The first dataset that cannot be found, as one line prefixed with ``where`` (default:
+        the sweep's name) and naming the fix.
+    """
+    from mlplab.data import load_dataset, sources
+
+    checked = set()
+    for trial in trials:
+        data = trial.config["data"]
+        dataset, data_dir = str(data["dataset"]), data.get("data_dir") or None
+        if (dataset, data_dir) in checked:
+            continue
+        checked.add((dataset, data_dir))
+        try:
+            if dataset in sources.CLASS_NAMES:
+                sources.locate(dataset, data_dir, True, False, CHECKED_FILES)
+            elif Path(dataset).expanduser().is_dir():
+                found = sources.find_files(Path(dataset).expanduser())
+                missing = [stem for stem in sources.FILE_STEMS if stem not in found]
+                if missing:
+                    raise DataError(
+                        f"{dataset}: missing {', '.join(f'{stem}[.gz]' for stem in missing)}; "
+                        "a dataset folder holds the four standard IDX files"
+                    )
+            else:  # neither a name nor a folder: load_dataset says which mistake it is
+                load_dataset(dataset, data_dir, download=False, progress=False)
+        except MlplabError as error:
+            raise type(error)(f"{where or trial.sweep}: {error}") from None
+
+
 def _validate(config: RunConfig, where: str) -> None:
     """What RunConfig.from_dict leaves to training time: options, names, the architecture."""
     from mlplab.training.runs import training_options
@@ -430,4 +476,4 @@ def _label(base: dict, assignment: dict) -> str:
     return " ".join(str(p) for p in parts)
 
 
-__all__ = ["Sweep", "Trial", "load_sweep", "parse_sweep"]
+__all__ = ["Sweep", "Trial", "check_data", "load_sweep", "parse_sweep"]

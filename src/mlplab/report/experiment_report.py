@@ -77,7 +77,7 @@ def write_report(
     out_folder,
     *,
     sweep: str | None = None,
-    metric: str = "test_accuracy",
+    metric: str | None = None,
     top: int = 5,
 ) -> Path:
     """Write the report folder of a results store; return the path of its ``report.md``.
@@ -91,8 +91,10 @@ def write_report(
         The report folder; made if missing, files of an older report in it replaced.
     sweep : str, optional
         Only this sweep's trials ("" for single ``mlplab train --store`` runs); all by default.
-    metric : {"test_accuracy", "val_accuracy"}
-        What configurations are ranked and plotted by.
+    metric : {"test_accuracy", "val_accuracy"}, optional
+        What configurations are ranked and plotted by. By default the metric the sweep's file
+        names (``metric = { name, goal }``, kept in the store; see :func:`ranking_metric`), else
+        test accuracy.
     top : int
         How many of the best configurations are tested against each other (and drawn as
         learning curves), at least 2.
@@ -104,7 +106,7 @@ def write_report(
     DataError
         The store is unreadable, not an mlplab store, or has no finished trial to report.
     """
-    if metric not in RANK_METRICS:
+    if metric is not None and metric not in RANK_METRICS:
         raise ConfigError(f"metric {metric!r}: choose one of {', '.join(RANK_METRICS)}")
     if isinstance(top, bool) or not isinstance(top, int) or not 2 <= top <= MAX_TOP:
         raise ConfigError(
@@ -117,7 +119,44 @@ def write_report(
         return _write(store, Path(out_folder), sweep, metric, top)
 
 
-def _write(store: Store, out: Path, sweep: str | None, metric: str, top: int) -> Path:
+def ranking_metric(store: Store, sweep: str | None) -> tuple[str, str]:
+    """The metric a report ranks by when none is asked for, and a sentence saying why.
+
+    The sweep's own metric (its file's ``metric = { name, goal }``, which the store keeps) when
+    it is one a report can rank by; for a loss, the accuracy on the same examples (a lower
+    validation loss and a higher validation accuracy both pick the model that does best on the
+    validation set, and the report's tables, plots and tests are of accuracies). Test accuracy
+    when the store names no metric (single runs, stores from before metrics were kept) or its
+    sweeps name different ones.
+    """
+    declared = store.metrics()
+    scope = [sweep] if sweep is not None else store.sweeps()
+    named = {(declared[s]["name"], declared[s]["goal"]) for s in scope if s in declared}
+    if not named:
+        return "test_accuracy", ""
+    if len(named) > 1:
+        listed = ", ".join(f"{name} ({goal})" for name, goal in sorted(named))
+        return "test_accuracy", (
+            f"The sweeps optimize different metrics ({listed}), so this report ranks by test "
+            "accuracy; give `--sweep` to rank one sweep by its own metric."
+        )
+    ((name, goal),) = named
+    owner = f"sweep `{sweep}`" if sweep is not None else "the sweep"
+    if name in RANK_METRICS and goal == "maximize":
+        return name, f"{METRIC_NAMES[name].capitalize()} is the metric {owner} maximizes."
+    accuracy = {"val_loss": "val_accuracy", "test_loss": "test_accuracy"}.get(name)
+    if accuracy is not None and goal == "minimize":
+        return accuracy, (
+            f"{owner.capitalize()} minimizes {name}; reports rank by accuracies, so this one "
+            f"ranks by {METRIC_NAMES[accuracy]}, measured on the same examples."
+        )
+    return "test_accuracy", (
+        f"{owner.capitalize()} optimizes {name} ({goal}), which reports cannot rank by; this one "
+        "ranks by test accuracy."
+    )
+
+
+def _write(store: Store, out: Path, sweep: str | None, metric: str | None, top: int) -> Path:
     sweeps = store.sweeps()
     if sweep is not None and sweep not in sweeps:
         known = ", ".join(repr(name) for name in sweeps) or "none"
@@ -128,6 +167,12 @@ def _write(store: Store, out: Path, sweep: str | None, metric: str, top: int) ->
             f"{store.path}: no finished trials{f' in sweep {sweep!r}' if sweep else ''}; "
             "nothing to report"
         )
+    why = ""
+    if metric is None:
+        metric, why = ranking_metric(store, sweep)
+        if metric != "test_accuracy" and summarize(configurations, metric)[0].mean(metric) is None:
+            why += f" No trial recorded {metric}, so this report ranks by test accuracy."
+            metric = "test_accuracy"
     summaries = summarize(configurations, metric)
     if summaries[0].mean(metric) is None:
         other = next(m for m in RANK_METRICS if m != metric)
@@ -142,7 +187,9 @@ def _write(store: Store, out: Path, sweep: str | None, metric: str, top: int) ->
     write_text(out / "trials.csv", trials_csv(all_trials))
     write_text(out / "significance.csv", significance_csv(significance))
     plots = _draw_plots(summaries, significance, metric, top, out)
-    text = report_markdown(store, sweep, sweeps, summaries, all_trials, significance, plots, metric)
+    text = report_markdown(
+        store, sweep, sweeps, summaries, all_trials, significance, plots, metric, why.strip()
+    )
     return write_text(out / REPORT_FILE, text)
 
 
@@ -533,7 +580,7 @@ def _mcnemar_seed_note(significance: Significance) -> str:
 
 
 def report_markdown(
-    store, sweep, sweeps, summaries, all_trials, significance, plots, metric
+    store, sweep, sweeps, summaries, all_trials, significance, plots, metric, why: str = ""
 ) -> str:
     name = METRIC_NAMES[metric]
     done = sum(len(s.records) for s in summaries)
@@ -550,8 +597,9 @@ def report_markdown(
             if failed
             else ""
         ),
-        f"- Ranked by mean {name} over seeds. Accuracies in percent; ± is the standard deviation "
-        "over seeds, CI the 95% t interval of the mean (n/a with one seed); gaps in points.",
+        f"- Ranked by mean {name} over seeds.{' ' + why if why else ''} Accuracies in percent; ± "
+        "is the standard deviation over seeds, CI the 95% t interval of the mean (n/a with one "
+        "seed); gaps in points.",
         "- Tables: [`configurations.csv`](configurations.csv), [`trials.csv`](trials.csv), "
         "[`significance.csv`](significance.csv).",
         "",
