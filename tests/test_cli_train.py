@@ -411,7 +411,8 @@ def test_predict_of_a_missing_image_exits_2_naming_it(run, tmp_path, capsys):
 def test_evaluation_and_model_record_the_resolved_seeds(run):
     out, _ = run
     seeds = json.loads((out / "evaluation.json").read_text())["seeds"]
-    assert set(seeds) == {"seed", "split", "init", "order", "dropout"} and seeds["seed"] == 0
+    assert set(seeds) == {"seed", "split", "init", "order", "dropout", "augment"}
+    assert seeds["seed"] == 0
     assert Model.load(out / "model.npz").metadata["seeds"] == seeds
 
 

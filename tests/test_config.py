@@ -74,6 +74,7 @@ def full_config() -> RunConfig:
             init_seed=5,
             order_seed=6,
             dropout_seed=7,
+            augment_seed=8,
             threads=1,
             max_steps=500,
             dtype="float64",
@@ -295,6 +296,7 @@ def test_resolved_seeds_of_full_config_are_those_it_gives():
         "init": 5,
         "order": 6,
         "dropout": 7,
+        "augment": 8,
     }
 
 

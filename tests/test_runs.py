@@ -27,7 +27,7 @@ from mlplab.training.runs import (
 )
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
-SEED_PARTS = ("split", "init", "order", "dropout")
+SEED_PARTS = ("split", "init", "order", "dropout", "augment")
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def first_weights(prepared: PreparedRun) -> np.ndarray:
 def test_derived_seeds_differ_from_each_other_and_follow_the_master_seed():
     seeds = small_config(seed=0).resolved_seeds()
     assert seeds["seed"] == 0 and set(seeds) == {"seed", *SEED_PARTS}
-    assert len({seeds[part] for part in SEED_PARTS}) == 4
+    assert len({seeds[part] for part in SEED_PARTS}) == len(SEED_PARTS)
     assert small_config(seed=0).resolved_seeds() == seeds  # deterministic
     other = small_config(seed=1).resolved_seeds()
     assert all(other[part] != seeds[part] for part in SEED_PARTS)
