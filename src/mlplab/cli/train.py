@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mlplab.errors import ConfigError, DataError, MlplabError
 from mlplab.training.config import RunConfig
+from mlplab.training.presets import preset_description, preset_names, preset_path
 from mlplab.training.run_folder import CONFIG_FILE, MODEL_FILE
 
 # flag -> (config table, key, help). Flags left out keep the config file's (or default) value.
@@ -140,8 +141,8 @@ def register(subparsers) -> None:
     train.add_argument(
         "--preset",
         metavar="NAME",
-        help="a config file shipped with mlplab, instead of --config: mnist-pi, mnist, "
-        "mnist-long or fashion (--list-presets describes them)",
+        help="a config file shipped with mlplab, instead of --config: "
+        f"{', '.join(preset_names())} (--list-presets describes them)",
     )
     train.add_argument(
         "--list-presets",
@@ -250,8 +251,6 @@ def resolve_config(args) -> RunConfig:
             "copy its file, shown by --list-presets, and pass the copy to --config)"
         )
     if args.preset:
-        from mlplab.training.presets import preset_path
-
         config = RunConfig.from_toml(preset_path(args.preset))
     elif args.config:
         config = RunConfig.from_toml(args.config)
@@ -331,8 +330,6 @@ def run_train(args) -> int:
 
 def print_presets() -> None:
     """Each preset's name, the first comment line of its file, and the file."""
-    from mlplab.training.presets import preset_description, preset_names, preset_path
-
     names = preset_names()
     width = max(map(len, names))
     for name in names:
