@@ -17,10 +17,11 @@ import pytest
 from mlplab.errors import ConfigError, DataError
 from mlplab.experiments import runner as runner_module
 from mlplab.experiments import trial as trial_module
-from mlplab.experiments.runner import _pick, plan_threads, run_sweep
+from mlplab.experiments.runner import _pick, estimated_cost, plan_threads, run_sweep
 from mlplab.experiments.store import Store
 from mlplab.experiments.sweep import load_sweep
 from mlplab.experiments.trial import data_key
+from mlplab.training.config import RunConfig
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 
@@ -119,6 +120,31 @@ def test_a_missing_dataset_stops_the_sweep_before_any_worker_or_trial(tmp_path, 
         with pytest.raises(DataError, match=f"^tiny: {missing}: no such folder"):
             run_sweep(trials.trials(), store, workers=2, progress=False)
         assert started == [] and store.trials(status=None) == [] and store.metrics() == {}
+
+
+def test_estimated_cost_grows_with_depth_width_epochs_and_smaller_batches():
+    def cost(architecture="32:sigmoid", epochs=5, batch_size=128):
+        config = RunConfig().to_dict()
+        config["model"]["architecture"] = architecture
+        config["training"].update(epochs=epochs, batch_size=batch_size)
+        return estimated_cost(config)
+
+    assert cost() < cost("2x32:sigmoid") < cost("4x32:sigmoid") < cost("1000:relu")
+    assert cost(epochs=10) == pytest.approx(2 * cost()) and cost(batch_size=32) > cost()
+    graph = RunConfig().to_dict()
+    graph["model"]["nodes"] = [{"name": "h", "type": "dense", "units": 8, "inputs": ["input"]}]
+    assert estimated_cost(graph) == 0.0  # no estimate: it keeps its place in the sweep
+
+
+def test_each_worker_starts_the_longest_trials_of_its_data_first(two_worker_run):
+    _, _, outcome = two_worker_run
+    by_worker: dict[int, list] = {}
+    for record in sorted(outcome.records, key=lambda r: r.timings["started_at"]):
+        by_worker.setdefault(record.timings["pid"], []).append(record)
+    for records in by_worker.values():
+        for before, after in zip(records, records[1:]):
+            if data_key(before.config) == data_key(after.config):
+                assert estimated_cost(before.config) >= estimated_cost(after.config)
 
 
 def test_workers_are_reused_across_trials(two_worker_run):

@@ -30,6 +30,13 @@ from mlplab.experiments.trial import MAX_PREPARED_SETTINGS, data_key, run_trial
 
 # How long to keep trying to reach a Dask scheduler before saying it cannot be reached.
 DASK_CONNECT_TIMEOUT = "20s"
+# A trial's rough cost per epoch of MNIST in batches of 128 on one thread, fitted to the epoch
+# times of benchmarks/RESULTS.md (2-core machine): about 0.05 s per step of the network (a layer,
+# an activation; Python and small products dominate small networks), 0.1 s for the output, the
+# loss and the batches' bookkeeping, and 4 microseconds per weight. Only the order of trials
+# uses it, never a result.
+STEP_SECONDS, WEIGHT_SECONDS = 0.05, 4e-6
+FIXED_STEPS = 3  # the output layer, the loss, the batch's bookkeeping
 
 
 @dataclass
@@ -199,6 +206,33 @@ def _pick(queue: list, mine: set, others: set) -> int:
     return 0
 
 
+def estimated_cost(config: dict) -> float:
+    """A trial's rough training time in seconds, to start long trials first; 0 when unknown.
+
+    Workers run the trials that share prepared data one after another; starting the longest of
+    them first leaves short ones for the end, where they even out when the workers finish (the
+    order of the longest processing time first). The input is taken as MNIST's 784 pixels.
+    """
+    from mlplab.engine.architecture import parse_architecture
+
+    model, training = config.get("model", {}), config.get("training", {})
+    if model.get("nodes") or not isinstance(model.get("architecture"), str):
+        return 0.0  # a graph: no cheap estimate, so it keeps its place
+    try:
+        steps = parse_architecture(model["architecture"])
+    except MlplabError:
+        return 0.0
+    width, weights = 784, 0
+    for name, options in steps:
+        if name == "dense":
+            weights += (width + 1) * options["units"]
+            width = options["units"]
+    weights += (width + 1) * 10  # the output layer
+    batches = 128 / max(1, training.get("batch_size") or 128)  # per-step costs scale with steps
+    per_epoch = STEP_SECONDS * (len(steps) + FIXED_STEPS) * batches + WEIGHT_SECONDS * weights
+    return max(1, training.get("epochs") or 1) * per_epoch
+
+
 def _run_local(jobs, workers: int, arrived: Callable) -> None:
     """Worker processes, started by "spawn": a fresh interpreter holds no copy of the parent's
     threads (BLAS pools, tqdm's monitor), which a fork would duplicate mid-state.
@@ -208,8 +242,10 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
     exact.
     """
     context = multiprocessing.get_context("spawn")
-    # Trials that share data next to each other; sorted() keeps the sweep's order within them.
-    queue = sorted(((trial, config, data_key(config)) for trial, config in jobs), key=_third)
+    # Trials that share data next to each other, the longest of them first (see
+    # estimated_cost); sorted() keeps the sweep's order among equal ones.
+    queue = [(trial, config, data_key(config)) for trial, config in jobs]
+    queue.sort(key=lambda job: (job[2], -estimated_cost(job[1])))
     pools = [futures.ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(workers)]
     held: list[set] = [set() for _ in pools]  # data keys each worker has prepared
     running: dict[futures.Future, tuple] = {}  # future -> (worker, trial, config)
@@ -246,10 +282,6 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
         # On an error or Ctrl-C, drop what has not started and do not wait for running trials.
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _third(job: tuple) -> str:
-    return job[2]
 
 
 def _run_dask(jobs, address: str, arrived: Callable) -> None:
@@ -302,4 +334,4 @@ def _dask_threads(client) -> int:
         return 0
 
 
-__all__ = ["SweepOutcome", "available_cores", "plan_threads", "run_sweep"]
+__all__ = ["SweepOutcome", "available_cores", "estimated_cost", "plan_threads", "run_sweep"]
