@@ -72,7 +72,10 @@ class Sigmoid(Activation):
 
     def backward(self, grad_out):
         y = self.y
-        return grad_out * y * (1.0 - y)  # dy/dx = y (1 - y)
+        one_minus_y = np.subtract(1.0, y, out=self.work_array("1-y", y.shape, y.dtype))
+        grad_in = np.multiply(grad_out, y, out=self._grad_target(grad_out))
+        grad_in *= one_minus_y  # dy/dx = y (1 - y)
+        return grad_in
 
 
 class Tanh(Activation):
@@ -83,7 +86,10 @@ class Tanh(Activation):
         return self.y
 
     def backward(self, grad_out):
-        return grad_out * (1.0 - self.y * self.y)  # dy/dx = 1 - y^2
+        grad_in = np.multiply(self.y, self.y, out=self._grad_target(grad_out))
+        np.subtract(1.0, grad_in, out=grad_in)
+        grad_in *= grad_out  # dy/dx = 1 - y^2
+        return grad_in
 
 
 class ReLU(Activation):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
@@ -115,6 +116,7 @@ class Network:
         self.dropout_seed = self.seed if dropout_seed is None else int(dropout_seed)
         self._build()
         self._plan_memory()
+        self._compile()
 
     @classmethod
     def stack(cls, input_size: int, layers: list[Layer], **options) -> Network:
@@ -259,32 +261,58 @@ class Network:
             )
             layer.input_grad_needed = not SKIP_DATA_GRADIENT or any(i != INPUT for i in inputs)
 
-    # ----------------------------------------------------------------- parameters
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        """Every trainable array, by ``"<node>.<param>"`` name, in topological order."""
+    def _compile(self) -> None:
+        """Work out once what every forward and backward pass would otherwise look up again.
+
+        On a small network the Python of a step is a good part of its time, so the graph walk
+        reads a precomputed list: per node in topological order, its layer, its inputs and the
+        values it is the last reader of (freed after it). The parameter and gradient names are
+        joined here too: layers update their arrays in place and never replace them.
+        """
+        last_reader = {}
+        for name in self.order:
+            for source in self.nodes[name].inputs:
+                if source != INPUT:
+                    last_reader[source] = name
+        self._steps = [
+            (
+                name,
+                self.nodes[name].layer,
+                tuple(self.nodes[name].inputs),
+                tuple(source for source, reader in last_reader.items() if reader == name),
+            )
+            for name in self.order
+        ]
+        self._params = self._named("params")
+        self._grads = self._named("grads")
+
+    def _named(self, group: str) -> dict[str, np.ndarray]:
+        """``"<node>.<key>" -> array`` over one dict of every layer, in topological order."""
         return {
             f"{name}.{key}": array
             for name in self.order
-            for key, array in self.nodes[name].layer.params.items()
+            for key, array in getattr(self.nodes[name].layer, group).items()
         }
 
+    # ----------------------------------------------------------------- parameters
     @property
-    def grads(self) -> dict[str, np.ndarray]:
-        return {
-            f"{name}.{key}": array
-            for name in self.order
-            for key, array in self.nodes[name].layer.grads.items()
-        }
+    def params(self) -> MappingProxyType:
+        """Every trainable array, by ``"<node>.<param>"`` name, in topological order.
+
+        A read-only view of names joined once (the training loop asks at every step); change
+        the arrays in place (``params[name][...] = value``).
+        """
+        return MappingProxyType(self._params)
+
+    @property
+    def grads(self) -> MappingProxyType:
+        """The gradient arrays, named as :attr:`params` and filled by :meth:`backward`."""
+        return MappingProxyType(self._grads)
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
         """Saved state that is not trained, such as BatchNorm's running statistics."""
-        return {
-            f"{name}.{key}": array
-            for name in self.order
-            for key, array in self.nodes[name].layer.buffers.items()
-        }
+        return self._named("buffers")
 
     def rng_states(self) -> dict[str, dict]:
         """The state of every layer's own random generator (dropout), for exact resumption."""
@@ -321,16 +349,16 @@ class Network:
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         values = {INPUT: x}
-        remaining_readers = {name: len(readers) for name, readers in self.readers.items()}
-        for name in self.order:
-            node = self.nodes[name]
-            values[name] = node.layer.forward(*(values[i] for i in node.inputs), training=training)
+        for name, layer, inputs, last_read_here in self._steps:
+            if len(inputs) == 1:
+                output = layer.forward(values[inputs[0]], training=training)
+            else:
+                output = layer.forward(*[values[i] for i in inputs], training=training)
+            values[name] = output
             if observe is not None:
-                observe(name, values[name])
-            for source in set(node.inputs) - {INPUT}:  # free what no later node reads
-                remaining_readers[source] -= 1
-                if remaining_readers[source] == 0:
-                    del values[source]
+                observe(name, output)
+            for source in last_read_here:  # free what no later node reads
+                del values[source]
         return values[self.output]
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = False, observe=None):
@@ -344,15 +372,14 @@ class Network:
             for name in self.order:
                 self.nodes[name].layer.input_grad_needed = True
         grads = {self.output: grad_output}
-        for name in reversed(self.order):
-            node = self.nodes[name]
+        for name, layer, inputs, _ in reversed(self._steps):
             grad_out = grads.pop(name)
             if observe is not None:
                 observe(name, grad_out)
-            grad_in = node.layer.backward(grad_out)
-            if node.layer.n_inputs == 1:
-                grad_in = [grad_in]
-            for source, grad in zip(node.inputs, grad_in):
+            grad_in = layer.backward(grad_out)
+            if layer.n_inputs == 1:
+                grad_in = (grad_in,)
+            for source, grad in zip(inputs, grad_in):
                 if grad is None or (source == INPUT and not input_grad):
                     continue
                 if source in grads:  # a fan-out: gradients from all readers add up

@@ -507,7 +507,7 @@ def _train_step(training: _Training, xb, yb, learning_rate, state) -> tuple[floa
     params, grads = network.params, network.grads
     optimizer.learning_rate = learning_rate
     logits = network.forward(xb, training=True)
-    correct = int((logits.argmax(axis=1) == yb).sum())
+    correct = int(np.count_nonzero(logits.argmax(axis=1) == yb))  # half the time of .sum()
     batch_loss = training.loss.forward(logits, yb)
     if not math.isfinite(batch_loss):
         _diverged(training, state, f"the loss became {batch_loss}", learning_rate)
