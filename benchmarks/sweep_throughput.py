@@ -11,6 +11,10 @@ Two ways to run them:
   single-threaded worker process per core), into a fresh store, start-up of the workers and
   their data loading included.
 
+Both run as ``mlplab sweep`` runs: with the command's short OpenBLAS spin
+(``mlplab.cli.OPENBLAS_SPIN``; the workers inherit it), and workers that import only what the
+trials need (this script keeps its top level small, since "spawn" re-runs it in every worker).
+
 The target is a ratio (sweep / one after another) of at most 0.6. Small networks spend most of
 their time in Python and small GEMMs that a second BLAS thread barely speeds up, while a second
 worker process runs a second trial at full speed. The benchmark also reports whether both ways
@@ -34,14 +38,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# Time the sweep as `mlplab sweep` runs it: with OpenBLAS's short spin, set before NumPy loads
+# OpenBLAS, as the command's entry point does (see mlplab.cli.OPENBLAS_SPIN; mlplab.cli does not
+# load NumPy); the workers inherit it. A value set in the environment wins.
+from mlplab.cli import OPENBLAS_SPIN
 
-import mlplab  # noqa: F401  (first, as the CLI does: it sets OpenBLAS's spin before NumPy loads)
-from mlplab.experiments import trial as trial_module
-from mlplab.experiments.runner import available_cores, run_sweep
-from mlplab.experiments.store import Store
-from mlplab.experiments.sweep import parse_sweep
-from mlplab.experiments.trial import run_trial
+os.environ.setdefault(*OPENBLAS_SPIN)
+
+import numpy as np  # after the spin is set
+
+# Nothing else at the top: "spawn" runs this script again in every worker (as __mp_main__), and
+# the workers of `mlplab sweep` import only its small entry script, not the runner, the store and
+# tqdm. The modules the measurement needs are imported in main().
 
 
 def sweep_spec(args) -> dict:
@@ -66,6 +74,12 @@ def sweep_spec(args) -> dict:
 
 
 def main() -> int:
+    from mlplab.experiments import trial as trial_module
+    from mlplab.experiments.runner import available_cores, run_sweep
+    from mlplab.experiments.store import Store
+    from mlplab.experiments.sweep import parse_sweep
+    from mlplab.experiments.trial import run_trial
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--depths", type=int, default=4, help="k = 1..DEPTHS")
@@ -87,8 +101,9 @@ def main() -> int:
     # Alternate the two ways, so that both see the same drift in the machine's load, and report
     # the median of each. Every repeat starts cold: fresh worker processes, and a fresh data
     # cache for the serial loop.
-    sweep_times, serial_times = [], []
+    sweep_times, serial_times, loads = [], [], []
     for repeat in range(args.repeats):
+        loads.append(os.getloadavg()[0])  # the machine's load as each repeat starts
         with tempfile.TemporaryDirectory() as folder:
             started = time.perf_counter()
             with Store(Path(folder) / "throughput.db") as store:
@@ -148,6 +163,7 @@ def main() -> int:
                     "serial_threads": args.serial_threads,
                     "identical": identical,
                     "load_average": os.getloadavg(),
+                    "load_average_at_each_repeat": loads,
                 },
                 indent=2,
             )
