@@ -29,6 +29,7 @@ MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 # learning rate of 1e30 diverges, so half the trials fail, as a sweep's trials sometimes do.
 TINY = f"""
     name = "tiny"
+    metric = {{ name = "val_loss", goal = "minimize" }}
     seeds = 2
     [base]
     data = {{ dataset = "{MNIST_SMALL}", validation = 200 }}
@@ -107,8 +108,8 @@ def test_two_workers_store_one_row_per_trial_and_failed_trials_with_their_error(
 
 def test_the_sweeps_metric_is_stored_for_reports_to_rank_by(two_worker_run):
     _, path, _ = two_worker_run
-    with Store(path, create=False) as store:  # TINY names none: the default, val_accuracy
-        assert store.metrics() == {"tiny": {"name": "val_accuracy", "goal": "maximize"}}
+    with Store(path, create=False) as store:
+        assert store.metrics() == {"tiny": {"name": "val_loss", "goal": "minimize"}}
 
 
 def test_a_missing_dataset_stops_the_sweep_before_any_worker_or_trial(tmp_path, monkeypatch):

@@ -278,6 +278,8 @@ def test_every_trial_carries_its_sweeps_metric(tmp_path):
     assert {json.dumps(t.metric, sort_keys=True) for t in trials} == {
         '{"goal": "minimize", "name": "val_loss"}'
     }
+    # A file that names no metric leaves the store none (reports keep ranking by test accuracy).
+    assert {t.metric for t in load_sweep(write(tmp_path, GRID)).trials()} == {None}
 
 
 MISSING_DATA = """

@@ -46,7 +46,11 @@ default). Every configuration runs once per seed; the seed is the master seed
 ``[training] seed``.
 
 Every trial's config is resolved and checked before anything runs: one bad key or value anywhere
-is a one-line :class:`~mlplab.errors.ConfigError` naming the sweep file and the key.
+is a one-line :class:`~mlplab.errors.ConfigError` naming the sweep file and the key; a dataset
+that cannot be found is one line too (:func:`check_data`), before any worker starts.
+
+The ``metric`` a file names goes into the results store with its trials, and ``mlplab report``
+ranks the sweep's configurations by it (a file that names none is ranked by test accuracy).
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ class Trial:
     config: dict
     label: str  # the configuration without its seed, e.g. "32:sigmoid,32:sigmoid lr=0.1"
     sweep: str
-    # The sweep's {"name", "goal"}: the store keeps it so that reports rank by it.
+    # The {"name", "goal"} the sweep file names (None when it names none): the store keeps it
+    # so that reports rank by it.
     metric: dict | None = None
 
     @property
@@ -122,6 +127,9 @@ class Sweep:
     count: int
     seed: int
     variants: list[tuple[str, dict]] = dataclasses.field(default_factory=list)
+    # Whether the file names its metric: only then do its trials carry it to the store (a report
+    # of a sweep that names none keeps ranking by test accuracy).
+    metric_given: bool = False
 
     def trials(self) -> list[Trial]:
         """Every trial, resolved and validated; duplicates (same trial key) appear once."""
@@ -134,7 +142,8 @@ class Sweep:
                 label = f"{variant} {label}".strip()
                 for seed in self.seeds:
                     config = _resolve(self.base, {**settings, **assignment}, seed, where)
-                    trial = Trial(config, label, self.name, self.metric)
+                    metric = self.metric if self.metric_given else None
+                    trial = Trial(config, label, self.name, metric)
                     if trial.trial_key not in seen:
                         seen.add(trial.trial_key)
                         trials.append(trial)
@@ -228,7 +237,20 @@ def parse_sweep(value: dict, path: Path | None = None) -> Sweep:
         raise ConfigError(f"{where}: give seeds with the top-level `seeds`, not as a parameter")
     seeds = _seeds(value.get("seeds"), base, where)
     variants = _variants(value.get("variants", []), {**parameters, **ranges}, where)
-    return Sweep(name, path, method, metric, seeds, base, parameters, ranges, count, seed, variants)
+    return Sweep(
+        name,
+        path,
+        method,
+        metric,
+        seeds,
+        base,
+        parameters,
+        ranges,
+        count,
+        seed,
+        variants,
+        metric_given="metric" in value,
+    )
 
 
 def _variants(tables, parameters: dict, where: str) -> list[tuple[str, dict]]:
