@@ -76,10 +76,12 @@ class Regularization:
             return
         for name, weight in params.items():
             if is_weight(name):
+                # Added in place: ``grads`` may be a read-only mapping of the network's arrays.
+                gradient = grads[name]
                 if self.l2:
-                    grads[name] += self.l2 * weight  # d(l2/2 W^2)/dW = l2 W
+                    gradient += self.l2 * weight  # d(l2/2 W^2)/dW = l2 W
                 if self.l1:
-                    grads[name] += self.l1 * np.sign(weight)  # d(l1 |W|)/dW = l1 sign(W)
+                    gradient += self.l1 * np.sign(weight)  # d(l1 |W|)/dW = l1 sign(W)
 
     def clip_gradients(self, grads) -> float:
         """Scale gradients to a global norm of at most ``clip_norm``; returns the norm before."""
