@@ -334,6 +334,9 @@ def test_check_data_passes_a_complete_folder_and_reads_each_dataset_once(tmp_pat
     monkeypatch.setattr(sources, "find_files", lambda *a: listed.append(a) or real(*a))
     check_data(trials)  # four trials, one dataset: no error, one look
     assert len(trials) == 4 and len(listed) == 1
+    both = MISSING_DATA.format(dataset=f'{MNIST_SMALL}", data_dir = "/tmp')
+    with pytest.raises(ConfigError, match="give either a folder or --data-dir"):
+        check_data(load_sweep(write(tmp_path, both)).trials())
     with pytest.raises(DataError, match="^elsewhere: "):
         check_data(
             load_sweep(write(tmp_path, MISSING_DATA.format(dataset="/nope"))).trials(), "elsewhere"

@@ -453,6 +453,8 @@ def check_data(trials, where: str | None = None) -> None:
             if dataset in sources.CLASS_NAMES:
                 sources.locate(dataset, data_dir, True, False, CHECKED_FILES)
             elif Path(dataset).expanduser().is_dir():
+                if data_dir is not None:  # load_dataset refuses both, before reading anything
+                    load_dataset(dataset, data_dir, download=False, progress=False)
                 found = sources.find_files(Path(dataset).expanduser())
                 missing = [stem for stem in sources.FILE_STEMS if stem not in found]
                 if missing:
