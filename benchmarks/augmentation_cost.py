@@ -77,7 +77,6 @@ def train_epoch(x, y, augmentation: Augmentation | None, threads: int) -> float:
         progress=False,
         augmentation=augmentation,
         augment_seed=1,
-        max_steps=None,
     )
     return history["seconds"][0]
 

@@ -160,11 +160,6 @@ class Augmentation:
             self.shift or self.rotation or self.scale or self.shear or self.elastic_alpha
         ) or bool(self.hflip)
 
-    @property
-    def affine(self) -> bool:
-        """True when a transformation besides the elastic field is on."""
-        return bool(self.shift or self.rotation or self.scale or self.shear or self.hflip)
-
     def settings(self) -> dict:
         """Every field as plain JSON values (checkpoints record them)."""
         value = asdict(self)
