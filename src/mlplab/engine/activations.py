@@ -48,6 +48,10 @@ class Activation(Layer):
     def _grad_target(self, grad_out):
         return self.work_array("grad_in", grad_out.shape, grad_out.dtype)
 
+    def _mask_target(self):
+        """A boolean array of the output's shape, kept from batch to batch (for ``y > 0``)."""
+        return self.work_array("mask", self.y.shape, bool)
+
 
 class Linear(Activation):
     """The identity, ``y = x``: "no activation" in an architecture string."""
@@ -100,8 +104,8 @@ class ReLU(Activation):
         return self.y
 
     def backward(self, grad_out):
-        # dy/dx = 1 if x > 0 else 0
-        return np.multiply(grad_out, self.y > 0.0, out=self._grad_target(grad_out))
+        positive = np.greater(self.y, 0.0, out=self._mask_target())
+        return np.multiply(grad_out, positive, out=self._grad_target(grad_out))  # dy/dx = [x > 0]
 
 
 class LeakyReLU(Activation):
@@ -146,8 +150,8 @@ class ShiftedReLU(Activation):
         return self.y
 
     def backward(self, grad_out):
-        # dy/dx = 1 if x > floor else 0
-        return np.multiply(grad_out, self.y > self.floor, out=self._grad_target(grad_out))
+        above = np.greater(self.y, self.floor, out=self._mask_target())
+        return np.multiply(grad_out, above, out=self._grad_target(grad_out))  # dy/dx = [x > floor]
 
     def config(self):
         return {"floor": self.floor}

@@ -197,8 +197,11 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self.mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
-        self.mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        # The mask is drawn, compared and scaled in arrays kept from batch to batch: fresh
+        # temporaries of a wide layer's size cost page faults at every step.
+        draws = self.rng.random(dtype=x.dtype, out=self.work_array("mask", x.shape, x.dtype))
+        keep = np.greater_equal(draws, self.rate, out=self.work_array("keep", x.shape, bool))
+        self.mask = np.multiply(keep, x.dtype.type(1.0 / (1.0 - self.rate)), out=draws)
         if self.inplace:
             x *= self.mask
             return x
@@ -207,7 +210,8 @@ class Dropout(Layer):
     def backward(self, grad_out):
         if self.mask is None:
             return grad_out
-        return grad_out * self.mask  # dy/dx = mask / (1 - rate), the same mask as forward
+        grad_in = self.work_array("grad_in", grad_out.shape, grad_out.dtype)
+        return np.multiply(grad_out, self.mask, out=grad_in)  # dy/dx = mask / (1 - rate)
 
     def config(self):
         return {"rate": self.rate}
