@@ -243,7 +243,7 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
     """
     context = multiprocessing.get_context("spawn")
     # Trials that share data next to each other, the longest of them first (see
-    # estimated_cost); sorted() keeps the sweep's order among equal ones.
+    # estimated_cost); the sort is stable, so equal ones keep the sweep's order.
     queue = [(trial, config, data_key(config)) for trial, config in jobs]
     queue.sort(key=lambda job: (job[2], -estimated_cost(job[1])))
     pools = [futures.ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(workers)]
