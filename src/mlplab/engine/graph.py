@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import numpy as np
 
@@ -266,8 +265,10 @@ class Network:
 
         On a small network the Python of a step is a good part of its time, so the graph walk
         reads a precomputed list: per node in topological order, its layer, its inputs and the
-        values it is the last reader of (freed after it). The parameter and gradient names are
-        joined here too: layers update their arrays in place and never replace them.
+        values it is the last reader of (freed after it). The ``"<node>.<key>"`` names of the
+        parameters and gradients are joined here too (joining them at every call took four
+        times as long as the lookups); the arrays are still looked up at every call, so a
+        layer may put a new array in its dict.
         """
         last_reader = {}
         for name in self.order:
@@ -283,36 +284,36 @@ class Network:
             )
             for name in self.order
         ]
-        self._params = self._named("params")
-        self._grads = self._named("grads")
+        self._param_keys = self._named_keys("params")
+        self._grad_keys = self._named_keys("grads")
 
-    def _named(self, group: str) -> dict[str, np.ndarray]:
-        """``"<node>.<key>" -> array`` over one dict of every layer, in topological order."""
-        return {
-            f"{name}.{key}": array
+    def _named_keys(self, group: str) -> list[tuple[str, Layer, str]]:
+        """``("<node>.<key>", layer, key)`` for one dict of every layer, in topological order."""
+        return [
+            (f"{name}.{key}", self.nodes[name].layer, key)
             for name in self.order
-            for key, array in getattr(self.nodes[name].layer, group).items()
-        }
+            for key in getattr(self.nodes[name].layer, group)
+        ]
 
     # ----------------------------------------------------------------- parameters
     @property
-    def params(self) -> MappingProxyType:
-        """Every trainable array, by ``"<node>.<param>"`` name, in topological order.
-
-        A read-only view of names joined once (the training loop asks at every step); change
-        the arrays in place (``params[name][...] = value``).
-        """
-        return MappingProxyType(self._params)
+    def params(self) -> dict[str, np.ndarray]:
+        """Every trainable array, by ``"<node>.<param>"`` name, in topological order."""
+        return {name: layer.params[key] for name, layer, key in self._param_keys}
 
     @property
-    def grads(self) -> MappingProxyType:
+    def grads(self) -> dict[str, np.ndarray]:
         """The gradient arrays, named as :attr:`params` and filled by :meth:`backward`."""
-        return MappingProxyType(self._grads)
+        return {name: layer.grads[key] for name, layer, key in self._grad_keys}
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
         """Saved state that is not trained, such as BatchNorm's running statistics."""
-        return self._named("buffers")
+        return {
+            f"{name}.{key}": array
+            for name in self.order
+            for key, array in self.nodes[name].layer.buffers.items()
+        }
 
     def rng_states(self) -> dict[str, dict]:
         """The state of every layer's own random generator (dropout), for exact resumption."""
