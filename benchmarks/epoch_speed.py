@@ -358,9 +358,16 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.write:
-        path = Path(__file__).with_name("RESULTS.md")
-        head = path.read_text().split("<!-- results -->")[0] if path.exists() else ""
-        path.write_text(head + "<!-- results -->\n" + table + "\n")
+        write_results(Path(__file__).with_name("RESULTS.md"), table)
+
+
+def write_results(path: Path, table: str) -> None:
+    """Replace the block between ``<!-- results -->`` and the next ``## `` heading (or the end),
+    leaving the other benchmarks' sections of the file as they are."""
+    text = path.read_text() if path.exists() else "<!-- results -->\n"
+    head, _, rest = text.partition("<!-- results -->\n")
+    tail = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
+    path.write_text(head + "<!-- results -->\n" + table + "\n" + ("\n" + tail if tail else ""))
 
 
 if __name__ == "__main__":
