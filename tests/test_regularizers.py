@@ -136,3 +136,22 @@ def test_max_norm_works_on_float32_weights_in_place():
 def test_bad_regularization_settings_are_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         Regularization(**settings)
+
+
+def test_penalties_and_clipping_work_on_a_networks_own_read_only_gradient_mapping():
+    # Network.grads is a read-only mapping of the layers' arrays: penalties and clipping must
+    # change those arrays in place (assigning into the mapping broke every l1/l2 run once).
+    from mlplab.engine.architecture import build_network
+
+    network = build_network("8:relu", input_size=5, n_classes=3, seed=0, dtype=np.float64)
+    params, grads = network.params, network.grads
+    for g in grads.values():
+        g[...] = 1.0
+    weight = params["dense1.weight"].copy()
+    Regularization(l1=0.1, l2=0.3, clip_norm=1e6).add_penalty_gradients(params, grads)
+    np.testing.assert_allclose(
+        network.grads["dense1.weight"], 1.0 + 0.3 * weight + 0.1 * np.sign(weight)
+    )
+    Regularization(clip_norm=1e-3).clip_gradients(grads)
+    total = np.sqrt(sum(float(np.vdot(g, g)) for g in network.grads.values()))
+    assert total == pytest.approx(1e-3)
