@@ -192,3 +192,14 @@ def test_label_smoothing_given_as_text_in_a_config_file_is_refused(tmp_path):
     path.write_text('[model]\nlabel_smoothing = "0.1"\n')
     with pytest.raises(ConfigError, match="label_smoothing should be a float"):
         RunConfig.from_toml(path)
+
+
+def test_a_saved_model_keeps_its_label_smoothing_so_eval_reports_the_trained_loss(tmp_path):
+    from mlplab.training.model import Model
+
+    network = build_network("6:relu", input_size=4, n_classes=3, seed=0)
+    path = Model(network, SoftmaxCrossEntropy(label_smoothing=0.1), ["a", "b", "c"]).save(
+        tmp_path / "model.npz"
+    )
+    loaded = Model.load(path or tmp_path / "model.npz")
+    assert loaded.loss.label_smoothing == pytest.approx(0.1)

@@ -100,6 +100,9 @@ class Model:
         loss = {"name": self.loss.name}
         if isinstance(self.loss, MeanSquaredError):
             loss["output_activation"] = self.loss.output_activation
+        if getattr(self.loss, "label_smoothing", 0.0):
+            # So that mlplab eval reports the loss the model was trained on.
+            loss["label_smoothing"] = self.loss.label_smoothing
         return save_model(
             path,
             self.network,
