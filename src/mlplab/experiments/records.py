@@ -26,14 +26,36 @@ SEED_KEYS = {
     ("training", "init_seed"),
     ("training", "order_seed"),
     ("training", "dropout_seed"),
+    ("training", "augment_seed"),
+}
+# Settings added after results stores existed, with the value that means "not used". At that
+# value they are left out of both hashes, so a trial stored before the setting existed keeps its
+# identity (a rerun sweep or reproduction recognises it instead of training it again); at any
+# other value they count as usual. A setting added later belongs here, never a changed default.
+ADDED_LATER = {
+    ("model", "label_smoothing"): 0.0,
+    ("training", "augment_seed"): -1,
+    ("augmentation", "shift"): 0.0,
+    ("augmentation", "rotation"): 0.0,
+    ("augmentation", "scale"): 0.0,
+    ("augmentation", "shear"): 0.0,
+    ("augmentation", "elastic_alpha"): 0.0,
+    ("augmentation", "elastic_sigma"): 4.0,
+    ("augmentation", "hflip"): False,
 }
 
 
 def _canonical(config: dict, drop: set[tuple[str, str]]) -> str:
-    kept = {
-        table: {key: value for key, value in values.items() if (table, key) not in drop}
-        for table, values in config.items()
-    }
+    kept = {}
+    for table, values in config.items():
+        kept_values = {
+            key: value
+            for key, value in values.items()
+            if (table, key) not in drop
+            and not ((table, key) in ADDED_LATER and value == ADDED_LATER[table, key])
+        }
+        if kept_values or not any(t == table for t, _ in ADDED_LATER):
+            kept[table] = kept_values  # a table added later, all at "not used", is left out
     return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
 
