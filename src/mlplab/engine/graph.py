@@ -263,9 +263,9 @@ class Network:
     def _compile(self) -> None:
         """Work out once what every forward and backward pass would otherwise look up again.
 
-        On a small network the Python of a step is a good part of its time, so the graph walk
-        reads a precomputed list: per node in topological order, its layer, its inputs and the
-        values it is the last reader of (freed after it). The ``"<node>.<key>"`` names of the
+        The graph walk runs at every batch, so what does not depend on the batch is worked out
+        here: per node in topological order, its layer, its inputs and the values it is the
+        last reader of (freed after it). The ``"<node>.<key>"`` names of the
         parameters and gradients are joined here too (joining them at every call took four
         times as long as the lookups); the arrays are still looked up at every call, so a
         layer may put a new array in its dict.
