@@ -41,6 +41,8 @@ MAX_SCALE = 0.5
 MAX_SHEAR = 45.0
 # The keys of an [augmentation] config table, in the order they are documented.
 SETTING_KEYS = ("shift", "rotation", "scale", "shear", "elastic_alpha", "elastic_sigma", "hflip")
+# The settings that turn a transformation on (elastic_sigma only shapes the elastic one).
+TRANSFORMATION_KEYS = tuple(key for key in SETTING_KEYS if key != "elastic_sigma")
 
 
 def check_settings(
@@ -156,9 +158,7 @@ class Augmentation:
     @property
     def active(self) -> bool:
         """False when every transformation is off, so that augmenting changes nothing."""
-        return bool(
-            self.shift or self.rotation or self.scale or self.shear or self.elastic_alpha
-        ) or bool(self.hflip)
+        return any(getattr(self, key) for key in TRANSFORMATION_KEYS)
 
     def settings(self) -> dict:
         """Every field as plain JSON values (checkpoints record them)."""

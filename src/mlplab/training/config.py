@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from mlplab.data.augmentation import TRANSFORMATION_KEYS
 from mlplab.data.augmentation import check_settings as check_augmentation_settings
 from mlplab.errors import ConfigError
 
@@ -188,9 +189,7 @@ class AugmentationConfig:
     @property
     def active(self) -> bool:
         """True when at least one transformation is on."""
-        return any(getattr(self, key) for key in ("shift", "rotation", "scale", "shear")) or bool(
-            self.elastic_alpha or self.hflip
-        )
+        return any(getattr(self, key) for key in TRANSFORMATION_KEYS)
 
     def validate(self, data: DataConfig) -> None:
         """Refuse values out of range, and augmentation of data it cannot apply to."""
