@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import resume_data
 
 from mlplab.data import Preprocessing, load_dataset
 from mlplab.data.augmentation import (
@@ -46,11 +47,7 @@ def digits() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def data():
-    """600 training and 200 validation examples of the fixture, as float features."""
-    dataset = load_dataset(MNIST_SMALL)
-    x = dataset.train_images.reshape(len(dataset.train_labels), -1).astype(np.float32) / 255
-    y = dataset.train_labels
-    return x[:600], y[:600], x[1800:], y[1800:]
+    return resume_data()
 
 
 def read(images, fill=0.0, **transform) -> np.ndarray:

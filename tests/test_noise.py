@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Crash, CrashAt, resume_data
 
-from mlplab.data import load_dataset
 from mlplab.engine.architecture import build_network, network_from_spec, parse_architecture
 from mlplab.engine.gradcheck import check_architecture
 from mlplab.engine.optimizers import make_optimizer
@@ -153,25 +153,9 @@ def test_model_with_noise_saves_and_loads_with_its_std(tmp_path):
 
 
 # ------------------------------------------------------------------ resuming (as test_resume.py)
-class Crash(Exception):
-    """Stands for the process dying between two epochs."""
-
-
-class CrashAt:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, record):
-        if epoch == self.epoch:
-            raise Crash(epoch)  # raised before this epoch's checkpoint is written
-
-
 @pytest.fixture(scope="module")
 def data():
-    dataset = load_dataset(MNIST_SMALL)
-    x = dataset.train_images.reshape(len(dataset.train_labels), -1).astype(np.float32) / 255
-    y = dataset.train_labels
-    return x[:600], y[:600], x[1800:], y[1800:]
+    return resume_data()
 
 
 def train(data, checkpoint, resume=False, callbacks=(), max_steps=None):

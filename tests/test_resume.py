@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Crash, CrashAt, resume_data
 
-from mlplab.data import load_dataset
 from mlplab.engine.optimizers import make_optimizer
 from mlplab.engine.regularizers import Regularization
 from mlplab.errors import ConfigError
@@ -30,24 +30,7 @@ ARCHITECTURE = "48:relu:dropout(0.3),24:tanh:dropout(0.1)"  # dropout: the RNG s
 
 @pytest.fixture(scope="module")
 def data():
-    """600 training and 200 validation images of the fixture, as float features."""
-    dataset = load_dataset(MNIST_SMALL)
-    x = dataset.train_images.reshape(len(dataset.train_labels), -1).astype(np.float32) / 255
-    y = dataset.train_labels
-    return x[:600], y[:600], x[1800:], y[1800:]
-
-
-class Crash(Exception):
-    """Stands for the process dying between two epochs."""
-
-
-class CrashAt:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, record):
-        if epoch == self.epoch:
-            raise Crash(epoch)  # raised before this epoch's checkpoint is written
+    return resume_data()
 
 
 def run(
