@@ -166,3 +166,21 @@ def test_a_malformed_set_is_a_one_line_error(bad, capsys):
 def test_an_unknown_experiment_names_the_known_ones():
     code, _, err = run_cli("reproduce", "no-such-thing", "--list")
     assert code == 2 and "node-budget" in err
+
+
+def test_busy_time_counts_parallel_trials_once_and_leaves_out_pauses_between_sittings():
+    def row(*intervals):
+        records = [
+            TrialRecord(config={}, timings={"started_at": start, "finished_at": end})
+            for start, end in intervals
+        ]
+        return reproduce.ConfigurationResult("x", "", {}, [], {}, {}, records=records)
+
+    # Two workers overlapping (0-10 and 5-12), then a night off, then one more trial (100-103).
+    rows = [row((0.0, 10.0), (100.0, 103.0)), row((5.0, 12.0))]
+    assert reproduce.busy_seconds(rows) == pytest.approx(12.0 + 3.0)
+    # A trial recorded by `mlplab train --store` has no start time and is left out.
+    rows.append(row())
+    rows[-1].records.append(TrialRecord(config={}, timings={"finished_at": 50.0}))
+    assert reproduce.busy_seconds(rows) == pytest.approx(15.0)
+    assert reproduce.busy_seconds([]) == 0.0

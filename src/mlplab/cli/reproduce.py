@@ -151,7 +151,10 @@ def format_experiment(experiment, store, wall: float | None, markdown: bool = Fa
         lines.append("  no finished trials in the store")
         return "\n".join(lines)
     seconds = sum(row.seconds for row in rows)
-    timing = f"training time {seconds:.0f} s summed over trials"
+    timing = (
+        f"training time {seconds:.0f} s summed over trials, "
+        f"{reproduce.busy_seconds(rows):.0f} s with trials running"
+    )
     if wall is not None:
         timing += f", {wall:.0f} s wall time this run"
     lines.append(("" if markdown else "  ") + timing)

@@ -235,6 +235,32 @@ def results(experiment: Experiment, store) -> list[ConfigurationResult]:
     return rows
 
 
+def busy_seconds(rows: list[ConfigurationResult]) -> float:
+    """Seconds during which at least one of the rows' trials was running.
+
+    The union of the trials' ``[started_at, finished_at]`` intervals: the experiment's wall time
+    on this machine with any pause between sessions left out (an experiment finished in two
+    sittings counts the two, not the night between them), and parallel trials counted once.
+    """
+    intervals = sorted(
+        (r.timings["started_at"], r.timings["finished_at"])
+        for row in rows
+        for r in row.records
+        if "started_at" in r.timings and "finished_at" in r.timings
+    )
+    total, current_start, current_end = 0.0, None, None
+    for start, end in intervals:
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None:
+        total += current_end - current_start
+    return total
+
+
 def _test_size(records) -> int:
     sizes = [len(r.predictions) for r in records if r.predictions is not None]
     return sizes[0] if sizes else TEST_SET_SIZE
