@@ -184,3 +184,56 @@ def test_busy_time_counts_parallel_trials_once_and_leaves_out_pauses_between_sit
     rows[-1].records.append(TrialRecord(config={}, timings={"finished_at": 50.0}))
     assert reproduce.busy_seconds(rows) == pytest.approx(15.0)
     assert reproduce.busy_seconds([]) == 0.0
+
+
+def layered_store(tmp_path, architectures: list[str], with_order: bool) -> Path:
+    """A store with one trial per architecture, the per-layer statistics of a 10-layer
+    relu + dropout network stored as the store keeps them (keys sorted as text)."""
+    nodes = []
+    for i in range(1, 11):
+        nodes += [(f"dense{i}", "dense"), (f"relu{i}", "relu"), (f"dropout{i}", "dropout")]
+    nodes.append(("dense11", "dense"))
+    layers = {}
+    for index, (node, kind) in enumerate(nodes):
+        depth = index // 3 + 1  # the hidden layer a node belongs to
+        layers[node] = {"activation_std": float(depth)}
+        if kind == "dense":
+            layers[node]["weight_rms"] = depth / 100
+    path = tmp_path / "layers.db"
+    with Store(path) as store:
+        for architecture in reversed(architectures):  # finished in the reverse of file order
+            config = RunConfig().to_dict()
+            config["model"]["architecture"] = architecture
+            metrics = {"test_accuracy": 0.9, "layers": dict(sorted(layers.items()))}
+            if with_order:
+                metrics["layer_order"] = [list(pair) for pair in nodes]
+            store.add(TrialRecord(config=config, sweep="e", label=architecture, metrics=metrics))
+    return path
+
+
+@pytest.mark.parametrize("with_order", [True, False], ids=["recorded order", "older trials"])
+def test_per_layer_magnitudes_are_in_network_order_and_skip_dropout_nodes(tmp_path, with_order):
+    from mlplab.cli.reproduce import format_experiment
+
+    architectures = ["10x100:relu:dropout(0.5)", "10x100:relu:dropout(0.2)"]
+    path = tmp_path / "e.toml"
+    path.write_text(
+        'name = "e"\nseeds = 1\n[parameters."model.architecture"]\n'
+        f"values = {architectures!r}\n".replace("'", '"')
+    )
+    experiment = reproduce.load_experiment(path)
+    with Store(layered_store(tmp_path, architectures, with_order)) as store:
+        rows = reproduce.results(experiment, store)
+        text = format_experiment(experiment, store, None)
+    assert [row.label for row in rows] == architectures  # the file's order, not the finishing one
+    activations = [str(depth) for depth in range(1, 11)]
+    weights = [f"{depth / 100:.3g}" for depth in range(1, 12)]
+    for architecture in architectures:
+        (line,) = [
+            line
+            for line in text.splitlines()
+            if line.split()[:1] == [architecture] and weights[0] in line.split()
+        ]
+        # dense1 .. dense11 and relu1 .. relu10 in order (relu10 after relu9, not after relu1),
+        # and no dropout node's copy of its input
+        assert line.split()[1:] == weights + activations

@@ -139,6 +139,7 @@ def _summary(summary) -> str:
 
 def format_experiment(experiment, store, wall: float | None, markdown: bool = False) -> str:
     """The experiment's tables: our configurations, the published figures, the comparisons."""
+    from mlplab.engine.activations import ACTIVATIONS
     from mlplab.experiments import reproduce
 
     rows = reproduce.results(experiment, store)
@@ -217,10 +218,10 @@ def format_experiment(experiment, store, wall: float | None, markdown: bool = Fa
             weights = " ".join(
                 f"{v['weight_rms']:.3g}" for v in row.layers.values() if "weight_rms" in v
             )
-            activations = " ".join(  # the activation layers' outputs, not the Dense ones
+            activations = " ".join(  # the activations' outputs: not the Dense ones, not dropout's
                 f"{v['activation_std']:.3g}"
-                for v in row.layers.values()
-                if "activation_std" in v and "weight_rms" not in v
+                for node, v in row.layers.items()
+                if row.layer_types[node] in ACTIVATIONS and "activation_std" in v
             )
             table.append([row.label, weights, activations])
         lines.append(

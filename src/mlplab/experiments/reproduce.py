@@ -75,6 +75,7 @@ class ConfigurationResult:
     time_to_target: stats.Summary | None = None
     reached_target: int = 0
     layers: dict | None = None  # mean per-layer magnitudes over seeds, when recorded
+    layer_types: dict | None = None  # node -> layer type, for the nodes of ``layers``
 
 
 def experiments_folder(explicit: str | Path | None = None) -> Path:
@@ -201,7 +202,15 @@ def run_experiment(experiment: Experiment, store, **runner_options) -> float:
 def results(experiment: Experiment, store) -> list[ConfigurationResult]:
     """Every configuration of the experiment found in ``store``, with its figures over seeds."""
     rows = []
-    for configuration in store.configurations(experiment.sweep.name):
+    # In the order the experiment file lists its configurations, not the order they finished.
+    listed = {}
+    for trial in experiment.sweep.trials():
+        listed.setdefault(trial.label, len(listed))
+    configurations = sorted(
+        store.configurations(experiment.sweep.name),
+        key=lambda c: listed.get(c.label, len(listed)),
+    )
+    for configuration in configurations:
         settings = _flatten(configuration.config)
         records = configuration.records
         figures, single = {}, {}
@@ -230,7 +239,7 @@ def results(experiment: Experiment, store) -> list[ConfigurationResult]:
         )
         if experiment.target:
             _time_to_target(row, experiment.target)
-        row.layers = _mean_layers(records)
+        row.layers, row.layer_types = _mean_layers(records)
         rows.append(row)
     return rows
 
@@ -318,17 +327,35 @@ def _time_to_target(row: ConfigurationResult, target: dict) -> None:
         row.time_to_target = stats.seed_summary(times)
 
 
-def _mean_layers(records) -> dict | None:
-    per_seed = [r.metrics.get("layers") for r in records if r.metrics.get("layers")]
-    if not per_seed:
-        return None
+def _node_number(name: str) -> tuple[str, int]:
+    """``"relu12"`` -> ``("relu", 12)``: a generated node name's layer type and number."""
+    stem = name.rstrip("0123456789")
+    return stem, int(name[len(stem) :] or 0)
+
+
+def _mean_layers(records) -> tuple[dict, dict] | tuple[None, None]:
+    """Per-layer statistics averaged over seeds, in the network's order, and each node's layer
+    type; (None, None) when the trials did not measure them.
+
+    The store keeps JSON keys sorted as text, so the order comes from ``layer_order`` (pairs of
+    node and type, recorded since 2026-11-23); for older trials it is each generated name's type
+    and number (``relu2`` before ``relu10``), exact for networks of one activation type.
+    """
+    measured = [r.metrics for r in records if r.metrics.get("layers")]
+    if not measured:
+        return None, None
+    pairs = measured[0].get("layer_order") or [
+        (node, _node_number(node)[0]) for node in sorted(measured[0]["layers"], key=_node_number)
+    ]
+    per_seed = [metrics["layers"] for metrics in measured]
     mean = {}
-    for layer in per_seed[0]:
-        mean[layer] = {
-            key: float(np.mean([seed[layer][key] for seed in per_seed if layer in seed]))
-            for key in per_seed[0][layer]
-        }
-    return mean
+    for layer, _ in pairs:
+        if layer in per_seed[0]:
+            mean[layer] = {
+                key: float(np.mean([seed[layer][key] for seed in per_seed if layer in seed]))
+                for key in per_seed[0][layer]
+            }
+    return mean, {node: kind for node, kind in pairs}
 
 
 @dataclass

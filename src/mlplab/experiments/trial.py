@@ -119,6 +119,11 @@ def fill_record(record: TrialRecord, result, prepared) -> TrialRecord:
     record.metrics = _metrics(result)
     if result.layer_stats:  # [training] layer_stats: keep the last measurement, per layer
         record.metrics["layers"] = result.layer_stats["epochs"][-1]
+        # The network's order (the store sorts the keys of "layers"), with each node's type.
+        types = result.layer_stats["types"]
+        record.metrics["layer_order"] = [
+            [node, types[node]] for node in result.layer_stats["nodes"]
+        ]
     record.history = {key: list(values) for key, values in result.history.columns.items()}
     record.predictions = np.asarray(result.test_predictions, dtype=np.uint8)
     record.labels_sha256 = labels_sha256(prepared.y_test)
