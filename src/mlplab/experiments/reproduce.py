@@ -301,7 +301,10 @@ def _matches(row: ConfigurationResult, variant: str, where: dict) -> bool:
 
 
 def find_configuration(experiment: Experiment, rows, name: str) -> ConfigurationResult | None:
-    """A configuration named by a variant, or by the value of a swept parameter."""
+    """A configuration named by its label, a variant, or the value of a swept parameter."""
+    for row in rows:
+        if row.label == name:
+            return row
     for row in rows:
         if row.variant == name:
             return row
