@@ -210,6 +210,9 @@ def results(experiment: Experiment, store) -> list[ConfigurationResult]:
         store.configurations(experiment.sweep.name),
         key=lambda c: listed.get(c.label, len(listed)),
     )
+    # Imported here: mlplab.report loads matplotlib, which running an experiment does not need.
+    from mlplab.report.experiment_summary import mean_layers
+
     for configuration in configurations:
         settings = _flatten(configuration.config)
         records = configuration.records
@@ -239,7 +242,8 @@ def results(experiment: Experiment, store) -> list[ConfigurationResult]:
         )
         if experiment.target:
             _time_to_target(row, experiment.target)
-        row.layers, row.layer_types = _mean_layers(records)
+        # In network order, from the trials' layer_order (or their node names when older).
+        row.layers, row.layer_types = mean_layers(records)
         rows.append(row)
     return rows
 
@@ -328,37 +332,6 @@ def _time_to_target(row: ConfigurationResult, target: dict) -> None:
     row.reached_target = len(times)
     if times:
         row.time_to_target = stats.seed_summary(times)
-
-
-def _node_number(name: str) -> tuple[str, int]:
-    """``"relu12"`` -> ``("relu", 12)``: a generated node name's layer type and number."""
-    stem = name.rstrip("0123456789")
-    return stem, int(name[len(stem) :] or 0)
-
-
-def _mean_layers(records) -> tuple[dict, dict] | tuple[None, None]:
-    """Per-layer statistics averaged over seeds, in the network's order, and each node's layer
-    type; (None, None) when the trials did not measure them.
-
-    The store keeps JSON keys sorted as text, so the order comes from ``layer_order`` (pairs of
-    node and type, recorded since 2026-11-23); for older trials it is each generated name's type
-    and number (``relu2`` before ``relu10``), exact for networks of one activation type.
-    """
-    measured = [r.metrics for r in records if r.metrics.get("layers")]
-    if not measured:
-        return None, None
-    pairs = measured[0].get("layer_order") or [
-        (node, _node_number(node)[0]) for node in sorted(measured[0]["layers"], key=_node_number)
-    ]
-    per_seed = [metrics["layers"] for metrics in measured]
-    mean = {}
-    for layer, _ in pairs:
-        if layer in per_seed[0]:
-            mean[layer] = {
-                key: float(np.mean([seed[layer][key] for seed in per_seed if layer in seed]))
-                for key in per_seed[0][layer]
-            }
-    return mean, {node: kind for node, kind in pairs}
 
 
 @dataclass
