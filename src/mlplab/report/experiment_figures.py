@@ -13,14 +13,22 @@ the seeds themselves as small dots, so a reader sees how many seeds stand behind
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from collections import defaultdict
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mlplab.engine.activations import ACTIVATIONS
 from mlplab.report.experiment_significance import ALPHA, Significance
-from mlplab.report.experiment_summary import METRIC_NAMES, ConfigurationSummary, spread
+from mlplab.report.experiment_summary import (
+    METRIC_NAMES,
+    ConfigurationSummary,
+    setting_text,
+    spread,
+)
 from mlplab.report.plots import new_figure
 
 # Beyond this many configurations a per-configuration bar chart shows only the best ones.
@@ -529,3 +537,159 @@ def significance_figure(significance: Significance) -> Figure:
     )
     figure.tight_layout()
     return figure
+
+
+# -- 7. per-layer magnitudes -----------------------------------------------------------------------
+
+# Hidden activation nodes (the output's softmax, if any, is a probability, not a hidden layer).
+HIDDEN_ACTIVATIONS = frozenset(ACTIVATIONS) - {"softmax"}
+# The most families one magnitudes figure draws (tab10 has ten distinct colours).
+MAX_FAMILIES = 10
+
+
+def layer_families(summaries: list[ConfigurationSummary]) -> list[tuple[str, list]]:
+    """The configurations that recorded per-layer statistics, grouped into families that differ
+    only in depth and widths: the same steps after each Dense layer and the same other settings
+    (a graph network is a family of its own). ``[(family label, members)]``, members best first,
+    families in the order of their best member.
+
+    A setting that some trials lack and the others all give one value (a setting added to
+    mlplab after the older trials ran, at its default) does not split a family.
+    """
+    layered = [s for s in summaries if s.has_layers]
+    keys = [
+        key
+        for key in (layered[0].settings if layered else {})
+        if len({repr(s.settings.get(key)) for s in layered if s.settings.get(key) is not None}) > 1
+    ]
+    families: dict[tuple, list] = {}
+    for s in layered:
+        others = " ".join(setting_text(key, s.settings.get(key)) for key in keys)
+        key = (s.shape.steps, others) if s.shape else (s.name, "")
+        families.setdefault(key, []).append(s)
+    return [(" ".join(part for part in key if part), members) for key, members in families.items()]
+
+
+def layer_magnitudes_figure(summaries: list[ConfigurationSummary]) -> Figure:
+    """How big each layer's signal and weights are, from the first layer to the last.
+
+    Left: the standard deviation of each hidden activation node's output (in inference mode, as
+    :mod:`mlplab.training.diagnostics` measures it after the last epoch); right: the root mean
+    square of each Dense layer's weights, the output layer apart as an open marker (its size
+    follows the classes, not the depth). Both against the layer's position in the network
+    (1, 2, ...); dropout and noise nodes, which copy their input in inference mode, and
+    normalization nodes are left out.
+
+    Readable with many configurations: each family of :func:`layer_families` (say
+    ``relu:dropout(0.2)`` at depths 2 to 6) is one colour, shared with its twin without dropout
+    (``relu``), and dashed when it has dropout. Its
+    deepest member, which shows the most of the layer-to-layer trend, is drawn bold with markers
+    and its seeds' min-max band; the shallower members are thin lines without a legend entry.
+    Lines are means over seeds. At most :data:`MAX_FAMILIES` families, those with the best
+    configurations; a y axis is logarithmic when its values span more than a factor of 20.
+    """
+    families = layer_families(summaries)
+    if not families:
+        raise NotApplicable(
+            "Per-layer magnitudes are not drawn: no trial recorded them "
+            "(`[training] layer_stats = true`)."
+        )
+    left_out = len(families) - MAX_FAMILIES
+    families = sorted(families[:MAX_FAMILIES], key=lambda family: family[0])
+    panels = [
+        ("activation_std", HIDDEN_ACTIVATIONS, "hidden layer", "activation sd"),
+        ("weight_rms", {"dense"}, "Dense layer (open marker: the output layer)", "weight RMS"),
+    ]
+    # A family and its dropout twin share a colour (solid and dashed): ReLU against shifted ReLU
+    # reads from the colours, with and without dropout from the line style.
+    colours: dict[str, str] = {}
+    for label, _ in families:
+        colours.setdefault(_without_dropout(label), f"C{len(colours) % 10}")
+    figure = new_figure(13, 5.2)
+    axes_list = figure.subplots(1, 2)
+    drawn = 0
+    for axes, (statistic, kinds, xlabel, ylabel) in zip(axes_list, panels):
+        output_apart = kinds == {"dense"}
+        for label, members in families:
+            colour = colours[_without_dropout(label)]
+            style = "--" if _without_dropout(label) != label else "-"
+            series = [(s, *s.layer_values(statistic, kinds)) for s in members]
+            series = [(s, values) for s, nodes, values in series if np.isfinite(values).any()]
+            if not series:
+                continue
+            # The deepest member (the best of equally deep ones: members come best first).
+            deepest = max(series, key=lambda item: item[1].shape[1])[0]
+            for s, values in series:
+                bold = s is deepest
+                line = dict(color=colour, ls=style, gid=s.name)
+                _layer_line(axes, values, line, bold and short(label, 50), output_apart)
+                drawn += 1
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(f"{ylabel} (mean over seeds)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = [v for line in axes.get_lines() for v in line.get_ydata()]
+        if _spans(values, 20) and min(values) > 0:
+            axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+        if axes.has_data():
+            axes.legend(fontsize=7, title="bold: deepest of each family", title_fontsize=7)
+        else:
+            axes.text(
+                0.5,
+                0.5,
+                f"no {ylabel} recorded",
+                ha="center",
+                va="center",
+                transform=axes.transAxes,
+            )
+        axes.set_title(f"{ylabel} per layer", fontsize=10)
+    if not drawn:
+        raise NotApplicable(
+            "Per-layer magnitudes are not drawn: the trials' layer statistics hold neither "
+            "activation sd nor weight RMS."
+        )
+    more = f"; {left_out} more families not drawn" if left_out > 0 else ""
+    return _finish(
+        figure,
+        "per-layer magnitudes after training: mean over seeds, band = seeds' min–max, "
+        f"thin = shallower members of a family{more}",
+    )
+
+
+def _without_dropout(label: str) -> str:
+    """A family's label without its dropout steps: ``relu:dropout(0.2)`` -> ``relu``."""
+    return re.sub(r":?(?<![\w-])dropout(\([^)]*\))?", "", label).strip(": ") or label
+
+
+def _layer_line(axes, values: np.ndarray, line: dict, label, output_apart: bool) -> None:
+    """One configuration's per-layer means (``values``: seeds x layers) at positions 1, 2, ...
+
+    With a ``label`` the line is bold, in the legend, and drawn over its seeds' min-max band.
+    With ``output_apart`` the last layer is an open marker off the line. The lines keep
+    ``line["gid"]``, the configuration's name, so that a test can find them.
+    """
+    positions = np.arange(1, values.shape[1] + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer no seed measured: NaN, a gap
+        mean = np.nanmean(values, axis=0)
+        low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    hidden = slice(0, -1) if output_apart else slice(None)
+    if label:
+        axes.plot(positions[hidden], mean[hidden], lw=2, marker="o", ms=4, label=label, **line)
+        if values.shape[0] > 1:
+            band = dict(color=line["color"], alpha=0.15, lw=0)
+            axes.fill_between(positions[hidden], low[hidden], high[hidden], **band)
+    else:
+        axes.plot(positions[hidden], mean[hidden], lw=0.9, alpha=0.5, **line)
+    if output_apart:
+        axes.plot(
+            positions[-1:],
+            mean[-1:],
+            ls="none",
+            marker="o",
+            mfc="none",
+            ms=7 if label else 5,
+            alpha=1 if label else 0.6,
+            color=line["color"],
+            gid=f"{line['gid']} (output)",
+        )

@@ -9,6 +9,7 @@
         significance.csv       # one row per pair of the top configurations
         accuracy_depth_width.png, two_layer_landscape.png, budget_by_depth.png,
         learning_curves.png, gaps.png, time_vs_accuracy.png, significance.png
+        layer_magnitudes.png   # only when trials recorded per-layer statistics
 
 Nothing is trained or read besides the store (compute, then present), so a report can be made
 on any machine from a copied ``.db`` file, and read without mlplab: Markdown, CSV, PNG. Every
@@ -31,6 +32,7 @@ from mlplab.report.experiment_figures import (
     budget_depth_figure,
     depth_width_figure,
     gaps_figure,
+    layer_magnitudes_figure,
     learning_curves_figure,
     significance_figure,
     time_figure,
@@ -391,6 +393,9 @@ PLOT_FILES = (
     "time_vs_accuracy.png",
     "significance.png",
 )
+# Drawn, and named in report.md, only when some trial recorded per-layer statistics
+# (``[training] layer_stats = true``); a report of other stores does not mention it.
+LAYER_PLOT_FILE = "layer_magnitudes.png"
 
 
 def _draw_plots(summaries, significance, metric, top, out: Path) -> list[tuple[str, str, str]]:
@@ -454,6 +459,20 @@ def _draw_plots(summaries, significance, metric, top, out: Path) -> list[tuple[s
             lambda: significance_figure(significance),
         ),
     ]
+    if any(s.has_layers for s in summaries):
+        plots.append(
+            (
+                "Per-layer magnitudes",
+                "Standard deviation of each hidden layer's activations and root mean square of "
+                "each Dense layer's weights after training, by position in the network, mean "
+                "over seeds; one colour per family (same layers and settings, other depths), "
+                "dashed with dropout, its deepest member bold with its seeds' min–max band.",
+                LAYER_PLOT_FILE,
+                lambda: layer_magnitudes_figure(summaries),
+            )
+        )
+    else:
+        (out / LAYER_PLOT_FILE).unlink(missing_ok=True)  # an older report's plot
     drawn = []
     for heading, sentence, file_name, draw in plots:
         path = out / file_name
