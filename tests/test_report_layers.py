@@ -181,7 +181,7 @@ def test_each_family_has_one_bold_line_its_deepest_with_the_seed_band(tmp_path):
     figure = layer_magnitudes_figure(summaries_of(path))
     activation_axes = figure.axes[0]
     lines = lines_by_name(activation_axes)
-    legend = [text.get_text() for text in activation_axes.get_legend().get_texts()]
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert legend == ["relu:dropout(0.2)", "shifted-relu(-1)"]
     assert (
         lines["10x100:relu:dropout(0.2)"].get_linewidth()
@@ -222,7 +222,7 @@ def test_beyond_max_families_the_title_says_how_many_were_left_out(tmp_path):
     rates = [0.001 * (k + 1) for k in range(MAX_FAMILIES + 2)]
     records = [layered_trial("2x100:relu", 0, learning_rate=rate) for rate in rates]
     figure = layer_magnitudes_figure(summaries_of(make_store(tmp_path / "l.db", records)))
-    assert len(figure.axes[0].get_legend().get_texts()) == MAX_FAMILIES
+    assert len(figure.legends[0].get_texts()) == MAX_FAMILIES
     assert "2 more families not drawn" in figure._suptitle.get_text()
 
 

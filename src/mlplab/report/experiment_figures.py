@@ -575,10 +575,12 @@ def layer_magnitudes_figure(summaries: list[ConfigurationSummary]) -> Figure:
 
     Left: the standard deviation of each hidden activation node's output (in inference mode, as
     :mod:`mlplab.training.diagnostics` measures it after the last epoch); right: the root mean
-    square of each Dense layer's weights, the output layer apart as an open marker (its size
-    follows the classes, not the depth). Both against the layer's position in the network
-    (1, 2, ...); dropout and noise nodes, which copy their input in inference mode, and
-    normalization nodes are left out.
+    square of each Dense layer's weights, the output layer apart as an open marker (it is no
+    hidden layer, and joined to the line it would hide the hidden layers' trend). Both against
+    the layer's position in the network (1, 2, ...); dropout and noise nodes, which copy their
+    input in inference mode, and normalization nodes are left out. A layer with more inputs
+    starts with smaller weights (initial sd proportional to 1/sqrt(inputs)), so on MNIST's 784
+    inputs the first Dense layer's RMS sits below its 100-input neighbours' by construction.
 
     Readable with many configurations: each family of :func:`layer_families` (say
     ``relu:dropout(0.2)`` at depths 2 to 6) is one colour, shared with its twin without dropout
@@ -595,7 +597,10 @@ def layer_magnitudes_figure(summaries: list[ConfigurationSummary]) -> Figure:
             "(`[training] layer_stats = true`)."
         )
     left_out = len(families) - MAX_FAMILIES
-    families = sorted(families[:MAX_FAMILIES], key=lambda family: family[0])
+    # A family beside its dropout twin, in the legend as in the colours.
+    families = sorted(
+        families[:MAX_FAMILIES], key=lambda family: (_without_dropout(family[0]), family[0])
+    )
     panels = [
         ("activation_std", HIDDEN_ACTIVATIONS, "hidden layer", "activation sd"),
         ("weight_rms", {"dense"}, "Dense layer (open marker: the output layer)", "weight RMS"),
@@ -605,7 +610,10 @@ def layer_magnitudes_figure(summaries: list[ConfigurationSummary]) -> Figure:
     colours: dict[str, str] = {}
     for label, _ in families:
         colours.setdefault(_without_dropout(label), f"C{len(colours) % 10}")
-    figure = new_figure(13, 5.2)
+    columns = min(4, len(families))
+    legend_rows = math.ceil(len(families) / columns)
+    legend_height = 0.25 + 0.2 * legend_rows  # inches, below both panels
+    figure = new_figure(13, 5 + legend_height)
     axes_list = figure.subplots(1, 2)
     drawn = 0
     for axes, (statistic, kinds, xlabel, ylabel) in zip(axes_list, panels):
@@ -631,9 +639,7 @@ def layer_magnitudes_figure(summaries: list[ConfigurationSummary]) -> Figure:
         if _spans(values, 20) and min(values) > 0:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
-        if axes.has_data():
-            axes.legend(fontsize=7, title="bold: deepest of each family", title_fontsize=7)
-        else:
+        if not axes.has_data():
             axes.text(
                 0.5,
                 0.5,
@@ -648,12 +654,25 @@ def layer_magnitudes_figure(summaries: list[ConfigurationSummary]) -> Figure:
             "Per-layer magnitudes are not drawn: the trials' layer statistics hold neither "
             "activation sd nor weight RMS."
         )
+    # One legend for both panels, below them, where it hides no line.
+    handles = max((axes.get_legend_handles_labels() for axes in axes_list), key=lambda h: len(h[0]))
+    figure.legend(
+        *handles,
+        loc="lower center",
+        ncol=columns,
+        fontsize=8,
+        frameon=False,
+        title="colour: a family and its dropout twin (dashed); bold: the family's deepest member",
+        title_fontsize=8,
+    )
     more = f"; {left_out} more families not drawn" if left_out > 0 else ""
-    return _finish(
-        figure,
+    figure.suptitle(
         "per-layer magnitudes after training: mean over seeds, band = seeds' min–max, "
         f"thin = shallower members of a family{more}",
+        fontsize=11,
     )
+    figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
+    return figure
 
 
 def _without_dropout(label: str) -> str:

@@ -463,10 +463,10 @@ def _draw_plots(summaries, significance, metric, top, out: Path) -> list[tuple[s
         plots.append(
             (
                 "Per-layer magnitudes",
-                "Standard deviation of each hidden layer's activations and root mean square of "
-                "each Dense layer's weights after training, by position in the network, mean "
-                "over seeds; one colour per family (same layers and settings, other depths), "
-                "dashed with dropout, its deepest member bold with its seeds' min–max band.",
+                "Activation sd of each hidden layer and weight RMS of each Dense layer (the "
+                "output layer as an open marker) after training, by position, mean over seeds; "
+                "a family (same layers and settings, other depths) and its dropout twin (dashed) "
+                "share a colour, the deepest member bold with its seeds' min–max band.",
                 LAYER_PLOT_FILE,
                 lambda: layer_magnitudes_figure(summaries),
             )
