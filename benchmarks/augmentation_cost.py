@@ -26,11 +26,11 @@ import platform
 import statistics
 import time
 
-# Time the engine as the `mlplab` command runs it: with OpenBLAS's short spin, set before NumPy
-# loads OpenBLAS (see mlplab.cli.OPENBLAS_SPIN).
-from mlplab.cli import OPENBLAS_SPIN
+# Time the engine as the `mlplab` command runs it: with its entry point's process settings, made
+# before NumPy loads (see mlplab.cli.PROCESS_ENVIRONMENT).
+from mlplab.cli import PROCESS_ENVIRONMENT
 
-os.environ.setdefault(*OPENBLAS_SPIN)
+os.environ.update({**PROCESS_ENVIRONMENT, **os.environ})  # a value the user set wins
 
 import numpy as np
 

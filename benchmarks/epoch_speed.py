@@ -49,12 +49,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-# Time the engine as the `mlplab` command runs it: with OpenBLAS's short spin, which has to be set
-# before NumPy loads OpenBLAS (see mlplab.cli.OPENBLAS_SPIN; mlplab.cli does not load NumPy). A
-# value set in the environment wins, so `OPENBLAS_THREAD_TIMEOUT=0` times OpenBLAS's default.
-from mlplab.cli import OPENBLAS_SPIN
+# Time the engine as the `mlplab` command runs it: with the process settings of its entry point
+# (no huge pages), which have to be made before NumPy loads (see mlplab.cli.PROCESS_ENVIRONMENT;
+# mlplab.cli does not load NumPy). A value set in the environment wins.
+from mlplab.cli import PROCESS_ENVIRONMENT
 
-os.environ.setdefault(*OPENBLAS_SPIN)
+os.environ.update({**PROCESS_ENVIRONMENT, **os.environ})  # a value the user set wins
 
 import numpy as np
 

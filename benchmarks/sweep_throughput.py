@@ -11,9 +11,10 @@ Two ways to run them:
   single-threaded worker process per core), into a fresh store, start-up of the workers and
   their data loading included.
 
-Both run as ``mlplab sweep`` runs: with the command's short OpenBLAS spin
-(``mlplab.cli.OPENBLAS_SPIN``; the workers inherit it), and workers that import only what the
-trials need (this script keeps its top level small, since "spawn" re-runs it in every worker).
+Both run as ``mlplab sweep`` runs: with the process settings of the command's entry point
+(``mlplab.cli.PROCESS_ENVIRONMENT``: no huge pages; the workers inherit
+them), and workers that import only what the trials need (this script keeps its top level small,
+since "spawn" re-runs it in every worker).
 
 The target is a ratio (sweep / one after another) of at most 0.6. Small networks spend most of
 their time in Python and small GEMMs that a second BLAS thread barely speeds up, while a second
@@ -38,14 +39,15 @@ import tempfile
 import time
 from pathlib import Path
 
-# Time the sweep as `mlplab sweep` runs it: with OpenBLAS's short spin, set before NumPy loads
-# OpenBLAS, as the command's entry point does (see mlplab.cli.OPENBLAS_SPIN; mlplab.cli does not
-# load NumPy); the workers inherit it. A value set in the environment wins.
-from mlplab.cli import OPENBLAS_SPIN
+# Time the sweep as `mlplab sweep` runs it: with the process settings of the command's entry
+# point (no huge pages), made before NumPy loads (see
+# mlplab.cli.PROCESS_ENVIRONMENT; mlplab.cli does not load NumPy); the workers inherit them. A
+# value set in the environment wins.
+from mlplab.cli import PROCESS_ENVIRONMENT
 
-os.environ.setdefault(*OPENBLAS_SPIN)
+os.environ.update({**PROCESS_ENVIRONMENT, **os.environ})  # a value the user set wins
 
-import numpy as np  # after the spin is set
+import numpy as np  # after the settings are made
 
 # Nothing else at the top: "spawn" runs this script again in every worker (as __mp_main__), and
 # the workers of `mlplab sweep` import only its small entry script, not the runner, the store and

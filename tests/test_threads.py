@@ -177,6 +177,34 @@ def test_importing_mlplab_changes_no_environment_variable_thread_or_blas_setting
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("users_value", [None, "1"], ids=["unset", "set by the user"])
+def test_the_command_makes_its_process_settings_before_numpy_loads_and_the_users_values_win(
+    users_value,
+):
+    setting = (
+        "" if users_value is None else f"os.environ['NUMPY_MADVISE_HUGEPAGE'] = '{users_value}'"
+    )
+    expected = users_value or "0"
+    script = (
+        "import os, contextlib, io\n"
+        "os.environ.pop('NUMPY_MADVISE_HUGEPAGE', None)\n"
+        f"{setting}\n"
+        "os.environ['OPENBLAS_THREAD_TIMEOUT'] = '7'\n"  # not one of the command's settings
+        "from mlplab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main([]) == 0\n"
+        "assert os.environ['OPENBLAS_THREAD_TIMEOUT'] == '7'\n"
+        f"assert os.environ['NUMPY_MADVISE_HUGEPAGE'] == '{expected}'\n"
+        "try:\n"
+        "    from numpy._core.multiarray import _get_madvise_hugepage\n"
+        "except ImportError:\n"  # NumPy 1.x
+        "    from numpy.core.multiarray import _get_madvise_hugepage\n"
+        f"assert _get_madvise_hugepage() is {expected == '1'}\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_blas_limits_and_update_workers_are_restored_after_fit(data):
     with threadpool_limits(1, user_api="blas"):  # a setting of the caller's, not the default
         before = blas_threads()

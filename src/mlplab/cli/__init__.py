@@ -46,17 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# OpenBLAS's worker threads spin for a while after each matrix product, holding a core that the
-# optimizer's update threads then fight over: on two cores an Adam epoch of 784-1000-10 took
-# 0.86 s of update time with the default spin and 0.59 s with a short one. OpenBLAS reads the
-# setting once, when NumPy loads it, so only the command's entry point can choose it for its own
-# process (the library never changes the environment); a value the user set wins.
-OPENBLAS_SPIN = ("OPENBLAS_THREAD_TIMEOUT", "4")
+# Settings the `mlplab` command makes for its own process before NumPy loads (and so for the
+# worker processes it starts, which inherit them). Both are read once, when NumPy loads, so only
+# the command's entry point can choose them; the library never changes the environment, and a
+# value the user set wins.
+PROCESS_ENVIRONMENT = {
+    # NumPy asks the kernel for huge pages for every array of 4 MB or more, and on the 2-core
+    # virtual machines we measure on a fresh huge page is slow to get: splitting and
+    # preprocessing MNIST (220 MB of float32) took 1.45 s with them and 0.35 s without, a cost
+    # every run and every sweep worker pays per data setting. Training does not miss them: an
+    # Adam epoch of 784-1200-1200-10 (5.8 MB weight matrices) took the same time either way
+    # (median ratio 1.00 over 5 alternated pairs; benchmarks/RESULTS.md).
+    "NUMPY_MADVISE_HUGEPAGE": "0",
+    # Not set: OPENBLAS_THREAD_TIMEOUT. A short OpenBLAS spin once freed a core for the
+    # optimizer's update threads; since the engine's update changed it no longer pays, and it
+    # makes small networks on 2 threads wait for their BLAS threads to wake (a 5-epoch run of
+    # 784-[32]x4-10 took 7.2-8.0 s with it, 6.3 s without; benchmarks/RESULTS.md).
+}
+
+
+def set_process_environment() -> None:
+    """Make :data:`PROCESS_ENVIRONMENT`'s settings (those the user has not set) for this process;
+    for entry points (the command, the benchmarks), before NumPy is imported."""
+    for name, value in PROCESS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def main(argv: list[str] | None = None) -> int:
     if "numpy" not in sys.modules:  # in-process callers (tests) have loaded it: nothing to do
-        os.environ.setdefault(*OPENBLAS_SPIN)
+        set_process_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
