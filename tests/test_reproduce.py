@@ -244,3 +244,30 @@ def test_per_layer_magnitudes_are_in_network_order_and_skip_dropout_nodes(tmp_pa
         # dense1 .. dense11 and relu1 .. relu10 in order (relu10 after relu9, not after relu1),
         # and no dropout node's copy of its input
         assert line.split()[1:] == weights + activations
+
+
+def test_every_quick_reproduction_runs_on_the_fixture(tmp_path):
+    """`mlplab reproduce --quick`, all nine experiments, as CI runs it: each prints its table and
+    stores every trial of its quick plan, none failed."""
+    store = tmp_path / "quick.db"
+    code, out, err = run_cli(
+        "reproduce",
+        "--quick",
+        "--dataset",
+        str(MNIST_SMALL),
+        "--set",
+        "data.validation=200",
+        "--store",
+        str(store),
+        "--workers",
+        "2",
+        "--quiet",
+    )
+    assert code == 0, err
+    with Store(store) as results:
+        for path in EXPERIMENTS:
+            experiment = reproduce.load_experiment(path, quick=True)
+            assert experiment.title in out, experiment.name
+            planned = len(experiment.sweep.trials())
+            done = len(results.finished_keys(experiment.name))
+            assert done == planned, f"{experiment.name}: {done} of {planned} trials done"
