@@ -15,7 +15,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from PIL import Image
 
-from mlplab.experiments.records import TrialRecord
+from mlplab.experiments.records import TrialRecord, layer_order, mean_layers, node_number
 from mlplab.experiments.store import Store
 from mlplab.report.experiment_figures import (
     MAX_FAMILIES,
@@ -24,7 +24,7 @@ from mlplab.report.experiment_figures import (
     layer_magnitudes_figure,
 )
 from mlplab.report.experiment_report import LAYER_PLOT_FILE, write_report
-from mlplab.report.experiment_summary import layer_order, mean_layers, node_number, summarize
+from mlplab.report.experiment_summary import summarize
 from mlplab.training.config import RunConfig
 
 DROPOUT_VALUE = 999.0

@@ -107,3 +107,45 @@ class TrialRecord:
     @property
     def trial_key(self) -> str:
         return trial_key(self.config)
+
+
+# -- per-layer statistics -------------------------------------------------------------------------
+
+
+def node_number(name: str) -> tuple[str, int]:
+    """``"relu12"`` -> ``("relu", 12)``: a generated node name's layer type and number."""
+    stem = name.rstrip("0123456789")
+    return stem, int(name[len(stem) :] or 0)
+
+
+def layer_order(metrics: dict) -> list[tuple[str, str]]:
+    """``(node, layer type)`` of a trial's ``metrics["layers"]``, in the network's order.
+
+    The store keeps JSON keys sorted as text (``relu10`` before ``relu2``), so the order comes
+    from ``metrics["layer_order"]`` (pairs of node and type, recorded since 2026-11-23); for older
+    trials it is each generated name's type and number (``relu2`` before ``relu10``), exact for
+    networks of one activation type.
+    """
+    recorded = metrics.get("layer_order")
+    if recorded:
+        return [(str(node), str(kind)) for node, kind in recorded]
+    nodes = sorted(metrics.get("layers") or {}, key=node_number)
+    return [(node, node_number(node)[0]) for node in nodes]
+
+
+def mean_layers(records) -> tuple[dict, dict] | tuple[None, None]:
+    """Per-layer statistics averaged over seeds, in the network's order (:func:`layer_order`),
+    and each node's layer type; (None, None) when the trials did not measure them."""
+    measured = [r.metrics for r in records if r.metrics.get("layers")]
+    if not measured:
+        return None, None
+    pairs = layer_order(measured[0])
+    per_seed = [metrics["layers"] for metrics in measured]
+    mean = {}
+    for layer, _ in pairs:
+        if layer in per_seed[0]:
+            mean[layer] = {
+                key: float(np.mean([seed[layer][key] for seed in per_seed if layer in seed]))
+                for key in per_seed[0][layer]
+            }
+    return mean, {node: kind for node, kind in pairs}

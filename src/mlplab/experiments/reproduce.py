@@ -33,6 +33,7 @@ from scipy import stats as scipy_stats
 
 from mlplab.errors import ConfigError
 from mlplab.experiments import stats
+from mlplab.experiments.records import mean_layers
 from mlplab.experiments.sweep import Sweep, parse_sweep, read_base
 from mlplab.training.metrics import wilson_interval
 
@@ -210,9 +211,6 @@ def results(experiment: Experiment, store) -> list[ConfigurationResult]:
         store.configurations(experiment.sweep.name),
         key=lambda c: listed.get(c.label, len(listed)),
     )
-    # Imported here: mlplab.report loads matplotlib, which running an experiment does not need.
-    from mlplab.report.experiment_summary import mean_layers
-
     for configuration in configurations:
         settings = _flatten(configuration.config)
         records = configuration.records
