@@ -27,6 +27,24 @@ def run_cli(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def quick_reproduce_args(store: Path, *names: str, workers: int) -> list[str]:
+    """`mlplab reproduce --quick` on the fixture, as CI runs it, for ``names`` (default: all)."""
+    return [
+        "reproduce",
+        *names,
+        "--quick",
+        "--dataset",
+        str(MNIST_SMALL),
+        "--set",
+        "data.validation=200",
+        "--store",
+        str(store),
+        "--workers",
+        str(workers),
+        "--quiet",
+    ]
+
+
 def test_there_is_one_experiment_file_per_published_setup():
     assert len(EXPERIMENTS) == 9
     names = [reproduce.load_experiment(path).name for path in EXPERIMENTS]
@@ -74,21 +92,7 @@ def test_the_keras_experiment_feeds_raw_pixels_as_the_tutorial_did_and_ablates_i
 
 def test_quick_reproduction_on_the_fixture_prints_ours_beside_theirs_and_resumes(tmp_path):
     store = tmp_path / "r.db"
-    args = [
-        "reproduce",
-        "book-network",
-        "one-hidden-layer",
-        "--quick",
-        "--dataset",
-        str(MNIST_SMALL),
-        "--set",
-        "data.validation=200",
-        "--store",
-        str(store),
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    args = quick_reproduce_args(store, "book-network", "one-hidden-layer", workers=1)
     code, out, _ = run_cli(*args)
     assert code == 0
     assert "The book's 784-100-10 sigmoid network" in out
@@ -250,19 +254,7 @@ def test_every_quick_reproduction_runs_on_the_fixture(tmp_path):
     """`mlplab reproduce --quick`, all nine experiments, as CI runs it: each prints its table and
     stores every trial of its quick plan, none failed."""
     store = tmp_path / "quick.db"
-    code, out, err = run_cli(
-        "reproduce",
-        "--quick",
-        "--dataset",
-        str(MNIST_SMALL),
-        "--set",
-        "data.validation=200",
-        "--store",
-        str(store),
-        "--workers",
-        "2",
-        "--quiet",
-    )
+    code, out, err = run_cli(*quick_reproduce_args(store, workers=2))
     assert code == 0, err
     with Store(store) as results:
         for path in EXPERIMENTS:
