@@ -116,6 +116,7 @@ class Network:
         self._build()
         self._plan_memory()
         self._compile()
+        self._pack_parameters()
 
     @classmethod
     def stack(cls, input_size: int, layers: list[Layer], **options) -> Network:
@@ -286,6 +287,39 @@ class Network:
         ]
         self._param_keys = self._named_keys("params")
         self._grad_keys = self._named_keys("grads")
+
+    def _pack_parameters(self) -> None:
+        """Move every parameter into one flat array, and every gradient into another.
+
+        Each layer's ``params`` and ``grads`` then hold views (their pieces, in the order of
+        :attr:`params`), so nothing changes for the layers, but an element-wise optimizer can
+        update all of them in one pass instead of one per tensor: on a small network the
+        per-call overhead of a dozen tensors costs more than the arithmetic (see
+        :meth:`mlplab.engine.optimizers.Optimizer.update`). Loading weights writes into these
+        arrays (``target[...] = saved``); a layer that puts a new array in its dict still
+        trains, on the slower per-tensor path.
+        """
+        keys = self._param_keys
+        layers = {id(layer): layer for _, layer, _ in keys}.values()
+        if not keys or any(
+            layer.grads.keys() != layer.params.keys()
+            or any(layer.grads[k].shape != p.shape for k, p in layer.params.items())
+            for layer in layers
+        ):
+            return  # no parameters, or not one gradient per parameter: leave them as they are
+        total = sum(layer.params[key].size for _, layer, key in keys)
+        flat_params = np.empty(total, dtype=self.dtype)
+        flat_grads = np.zeros(total, dtype=self.dtype)
+        offset = 0
+        for _, layer, key in keys:
+            param, grad = layer.params[key], layer.grads[key]
+            end = offset + param.size
+            layer.params[key] = flat_params[offset:end].reshape(param.shape)
+            layer.params[key][...] = param
+            layer.grads[key] = flat_grads[offset:end].reshape(grad.shape)
+            layer.grads[key][...] = grad
+            offset = end
+        self._grad_keys = keys  # gradients in the parameters' order, piece for piece
 
     def _named_keys(self, group: str) -> list[tuple[str, Layer, str]]:
         """``("<node>.<key>", layer, key)`` for one dict of every layer, in topological order."""
