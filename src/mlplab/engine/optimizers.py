@@ -7,15 +7,17 @@ continues bit-identically. The learning rate is an attribute the training loop s
 step from the schedule.
 
 Ordered by increasing complexity: SGD, Momentum (classic, dampened, Nesterov), RMSprop, Adam,
-AdamW. Each defines ``_update(param, grad, *slots, scratch)`` for one tensor; the base class loops
-over the tensors. Every one of these updates is element-wise, so it does not matter how the
-elements are grouped: when the parameters are consecutive pieces of one flat array, and the
-gradients of another (as :class:`~mlplab.engine.graph.Network` packs them), the base class makes
-one call over the whole flat arrays instead of one per tensor, with bit-identical results. Inside :func:`update_threads` (which :func:`mlplab.training.threads.thread_limit`
-opens for every training) it splits large tensors into chunks that run on that context's worker
-threads, because NumPy's element-wise operations use one core and, on a 784-1000-10 net, the Adam
-update would otherwise cost half as much as all the matrix products. Element-wise arithmetic does
-not depend on how it is split, so the result is bit-identical for any number of threads.
+AdamW. Each defines ``_update(param, grad, *slots, scratch)`` for one tensor; the base class
+calls it. Every one of these updates is element-wise, so how the elements are grouped changes no
+bit of the result, and the base class uses that twice:
+
+* When the parameters are consecutive pieces of one flat array, and the gradients of another (as
+  :class:`~mlplab.engine.graph.Network` packs them), it makes one call over the flat arrays
+  instead of one per tensor: on a small network the per-call overhead is most of the update.
+* Inside :func:`update_threads` (which :func:`mlplab.training.threads.thread_limit` opens for
+  every training) it splits large arrays into chunks that run on that context's worker threads,
+  because NumPy's element-wise operations use one core and, on a 784-1000-10 net, the Adam
+  update would otherwise cost half as much as all the matrix products.
 
 The workers belong to the ``with update_threads(n)`` block that made them, are found through a
 context variable (so two trainings in two threads each see their own), and stop at its end:
