@@ -130,7 +130,8 @@ def load_mnist():
 
 
 # ----------------------------------------------------------------------------- the contenders
-def mlplab_run(case: Case, x, y, threads: int) -> float:
+def mlplab_run(case: Case, x, y, threads: int | None) -> float:
+    """Seconds of ``fit``; ``threads=None`` is fit's default choice (see mlplab_threads)."""
     from mlplab.engine.architecture import build_network
     from mlplab.engine.losses import SoftmaxCrossEntropy
     from mlplab.engine.optimizers import make_optimizer
@@ -150,6 +151,15 @@ def mlplab_run(case: Case, x, y, threads: int) -> float:
         progress=False,
     )
     return time.perf_counter() - started
+
+
+def mlplab_threads(case: Case, threads: int | None) -> int:
+    """The threads ``fit`` trains the case on: ``threads``, or by default as many as the
+    network's size pays for (``mlplab.training.threads.training_threads``)."""
+    from mlplab.engine.architecture import build_network
+    from mlplab.training.threads import training_threads
+
+    return training_threads(threads, build_network(case.architecture, 784, 10), BATCH)
 
 
 def torch_run(case: Case, x, y, threads: int) -> tuple[float, float]:
@@ -269,7 +279,14 @@ def median(values) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="PyTorch's and the GEMMs' threads (and mlplab's)"
+    )
+    parser.add_argument(
+        "--mlplab-threads",
+        default="auto",
+        help="mlplab's threads: a number, or 'auto' for fit's default choice (at most the cores)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ablation", action="store_true", help="time each device switched off")
     parser.add_argument("--cases", default="", help="comma-separated case numbers (1-4)")
@@ -279,13 +296,14 @@ def main():
     args = parser.parse_args()
 
     x, y = load_mnist()
+    ours = None if args.mlplab_threads == "auto" else int(args.mlplab_threads)
     cases = [CASES[int(i) - 1] for i in args.cases.split(",")] if args.cases else CASES
     variants = ["mlplab"] + ([f"without {d}" for d in DEVICES] if args.ablation else [])
     times = {case.label: {} for case in cases}
     bandwidths = []
     started = time.perf_counter()
     for case in cases:  # warm up: BLAS threads, page faults, imports
-        mlplab_run(Case("", case.architecture, case.optimizer, case.learning_rate, 1), x, y, 2)
+        mlplab_run(Case("", case.architecture, case.optimizer, case.learning_rate, 1), x, y, ours)
     for repeat in range(args.repeats):
         bandwidths.append(stream_bandwidth(args.threads))
         for case in cases:
@@ -296,7 +314,7 @@ def main():
                 if device in DEVICES:
                     DEVICES[device](False)
                 try:
-                    seconds = mlplab_run(case, x, y, args.threads)
+                    seconds = mlplab_run(case, x, y, ours)
                 finally:
                     if device in DEVICES:
                         DEVICES[device](True)
@@ -305,6 +323,9 @@ def main():
                 seconds, measuring = torch_run(case, x, y, args.threads)
                 record.setdefault("torch", []).append(seconds)
                 record.setdefault("torch loop alone", []).append(seconds - measuring)
+                if args.threads > 1:  # shows how much of the gain one thread alone explains
+                    seconds, _ = torch_run(case, x, y, 1)
+                    record.setdefault("torch 1 thread", []).append(seconds)
             if args.verbose:
                 print(case.label, {k: round(v[-1], 2) for k, v in record.items()}, flush=True)
         print(
@@ -316,14 +337,16 @@ def main():
     torch_version = "" if args.no_torch else f", PyTorch {__import__('torch').__version__}"
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"({len(os.sched_getaffinity(0))} usable), threads={args.threads}; NumPy "
+        f"({len(os.sched_getaffinity(0))} usable); PyTorch and the GEMMs on {args.threads} "
+        f"threads, mlplab on {args.mlplab_threads} threads; NumPy "
         f"{np.__version__}{torch_version}; stream bandwidth {bandwidth / 1e9:.1f} GB/s "
         f"(median of {args.repeats}). Medians of {args.repeats} interleaved repeats, batch "
         f"{BATCH}, 60,000 MNIST images per epoch. Total {time.perf_counter() - started:.0f} s.",
         "",
-        "| case | mlplab s | PyTorch s | PyTorch loop alone s | GEMMs alone s | state pass s "
-        "| bound s | mlplab / PyTorch | mlplab / PyTorch loop alone | mlplab / bound |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| case | mlplab threads | mlplab s | PyTorch s | PyTorch loop alone s "
+        "| PyTorch 1 thread s | GEMMs alone s | state pass s | bound s | mlplab / PyTorch "
+        "| mlplab / PyTorch loop alone | mlplab / PyTorch 1 thread | mlplab / bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for case in cases:
@@ -332,11 +355,12 @@ def main():
         state_pass = state_pass * n_params(case.architecture) / bandwidth
         bound = m["gemm"] + state_pass
         torch_s, loop_s = m.get("torch", nan), m.get("torch loop alone", nan)
+        one_s = m.get("torch 1 thread", nan)
         lines.append(
-            f"| {case.label} | {m['mlplab']:.2f} | {torch_s:.2f} | {loop_s:.2f} "
-            f"| {m['gemm']:.2f} | {state_pass:.2f} | {bound:.2f} "
+            f"| {case.label} | {mlplab_threads(case, ours)} | {m['mlplab']:.2f} | {torch_s:.2f} "
+            f"| {loop_s:.2f} | {one_s:.2f} | {m['gemm']:.2f} | {state_pass:.2f} | {bound:.2f} "
             f"| {m['mlplab'] / torch_s:.2f} | {m['mlplab'] / loop_s:.2f} "
-            f"| {m['mlplab'] / bound:.2f} |"
+            f"| {m['mlplab'] / one_s:.2f} | {m['mlplab'] / bound:.2f} |"
         )
     if args.ablation:
         lines += [

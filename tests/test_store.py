@@ -388,3 +388,32 @@ def test_a_store_made_before_sweep_metrics_were_kept_still_opens_and_gains_them(
         assert store.metric("s") == {"name": "val_accuracy", "goal": "maximize"}
     with sqlite3.connect(path) as connection:  # still version 1: older mlplab reads it too
         assert connection.execute("SELECT version FROM mlplab_schema").fetchone() == (1,)
+
+
+def test_a_store_refused_at_once_as_locked_while_opening_is_opened_on_a_later_try(
+    tmp_path, monkeypatch
+):
+    """Two writers creating one store at once: the switch to WAL can answer "database is locked"
+    without waiting for the busy timeout (seen once in eight runs of the test above, under
+    load). Opening tries again instead of failing with a message that claims a 60 s wait."""
+    real_open, refusals = Store._open, []
+
+    def open_refused_twice(store):
+        if len(refusals) < 2:
+            refusals.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        real_open(store)
+
+    monkeypatch.setattr(Store, "_open", open_refused_twice)
+    with Store(tmp_path / "results.db") as store:
+        assert store.trials() == []
+    assert len(refusals) == 2
+
+
+def test_a_damaged_store_is_refused_without_retrying(tmp_path):
+    path = tmp_path / "results.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"damaged header and pages" * 200)
+    started = time.monotonic()
+    with pytest.raises(DataError, match="not a readable mlplab store"):
+        Store(path)
+    assert time.monotonic() - started < 5

@@ -24,7 +24,7 @@ from mlplab.engine.losses import SoftmaxCrossEntropy
 from mlplab.engine.optimizers import PARALLEL_MIN_SIZE, make_optimizer, update_threads
 from mlplab.errors import ConfigError
 from mlplab.training.loop import fit
-from mlplab.training.threads import available_cores, thread_limit
+from mlplab.training.threads import available_cores, thread_limit, training_threads
 
 MNIST_SMALL = Path(__file__).resolve().parent / "fixtures" / "mnist-small"
 TIMEOUT = 120  # seconds; a deadlocked worker would hang forever
@@ -221,7 +221,14 @@ def test_blas_limits_and_update_workers_are_restored_after_fit(data):
     assert not update_worker_threads()
 
 
-def test_the_default_thread_count_is_the_cores_this_process_may_use(data):
+def test_by_default_a_small_network_trains_on_one_thread_and_a_large_one_on_the_cores(data):
+    """The default count pays for itself: one BLAS thread per 2^24 multiply-adds of a batch's
+    forward pass, up to the cores; an explicit count is always obeyed."""
+    small, large = build_network("100:relu", 784, 10), build_network("1000:relu", 784, 10)
+    assert training_threads(None, small, 32) == 1  # 2.5 million multiply-adds a batch
+    assert training_threads(None, large, 128) == min(available_cores(), 6)  # 101.7 million
+    assert training_threads(None, large, 1) == 1
+    assert training_threads(2, small, 32) == 2
     seen = []
 
     class Look:
@@ -230,8 +237,18 @@ def test_the_default_thread_count_is_the_cores_this_process_may_use(data):
             seen.append((blas_threads(), workers.threads if workers else 1))
 
     train(data, threads=None, callbacks=[Look()])
-    cores = available_cores()
-    assert seen[0] == ([cores] * len(blas_threads()), cores)
+    fit(
+        large,
+        SoftmaxCrossEntropy(),
+        *data,
+        optimizer=make_optimizer("adam", 1e-3),
+        epochs=1,
+        batch_size=128,
+        progress=False,
+        callbacks=[Look()],
+    )
+    cores = min(available_cores(), 6)
+    assert seen == [([1] * len(blas_threads()), 1)] * 2 + [([cores] * len(blas_threads()), cores)]
 
 
 def test_a_training_nested_in_another_with_another_count_is_a_config_error(data):

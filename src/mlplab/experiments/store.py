@@ -171,27 +171,36 @@ class Store:
         _check_file(self.path, create)
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE).
-            self._connection = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None
-            )
-            self._connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            self._connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed trial survives even a power cut, not only a killed process.
-            self._connection.execute("PRAGMA synchronous = FULL")
-            self._prepare_schema()
-        except DataError:
-            self.close()
-            raise
-        except sqlite3.DatabaseError as error:
-            self.close()
-            if "locked" in str(error) or "busy" in str(error):
-                raise DataError(
-                    f"{self.path}: store stayed locked for {BUSY_TIMEOUT:.0f} s by another "
-                    "process; is it on a network file system? keep stores on local disk"
-                ) from None
-            raise DataError(f"{self.path}: not a readable mlplab store ({error})") from None
+        # Two processes opening a new store at once can be refused at once ("database is
+        # locked") by the switch to WAL, which does not wait for the busy timeout as statements
+        # do (about one start in eight of two writers here): try again until the timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self._open()
+                return
+            except DataError:
+                self.close()
+                raise
+            except sqlite3.DatabaseError as error:
+                self.close()
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise DataError(f"{self.path}: not a readable mlplab store ({error})") from None
+                if time.monotonic() > deadline:
+                    raise DataError(
+                        f"{self.path}: store stayed locked for {BUSY_TIMEOUT:.0f} s by another "
+                        "process; is it on a network file system? keep stores on local disk"
+                    ) from None
+                time.sleep(0.05)
+
+    def _open(self) -> None:
+        # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE).
+        self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        self._connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        self._connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed trial survives even a power cut, not only a killed process.
+        self._connection.execute("PRAGMA synchronous = FULL")
+        self._prepare_schema()
 
     # -- opening -------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
         runner as exceptions with their traceback.
     """
     from mlplab.training.config import RunConfig
-    from mlplab.training.runs import prepare_run, train_run
+    from mlplab.training.runs import prepare_run, run_threads, train_run
     from mlplab.training.threads import thread_limit
 
     started_at = time.time()
@@ -85,10 +85,12 @@ def run_trial(config: dict, sweep: str = "", label: str = "") -> TrialRecord:
         run_config = RunConfig.from_dict(config, f"trial {label or '(unnamed)'}")
         record.seeds = run_config.resolved_seeds()
         # The whole trial, test-set evaluation included, keeps to its threads, so that workers
-        # side by side do not oversubscribe the cores.
+        # side by side do not oversubscribe the cores; the training's may be fewer than asked
+        # by default (a small network), which is known once the network is built.
         with thread_limit(run_config.training.threads or None):
             cache = worker_data_cache(data_key(config))
             prepared = prepare_run(run_config, data_cache=cache, progress=False)
+        with thread_limit(run_threads(prepared)):
             result = train_run(prepared, None, progress=False)
     except MlplabError as error:
         record.status = "failed"

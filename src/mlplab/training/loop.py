@@ -49,7 +49,7 @@ from mlplab.training.schedules import (
     fixed_batch_size,
     steps_per_epoch,
 )
-from mlplab.training.threads import thread_limit
+from mlplab.training.threads import thread_limit, training_threads
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -310,9 +310,11 @@ def fit(
     order_seed : int
         Seeds the per-epoch shuffles and the choice of the examples ``train_loss`` is measured on.
     threads : int, optional
-        BLAS and element-wise threads for this training, restored afterwards; default: the
-        cores this process may use (its CPU affinity). OpenBLAS's last bits depend on the count,
-        so the same count is needed for bit-identical reruns.
+        BLAS and element-wise threads for this training, restored afterwards. By default as
+        many as the network's size pays for, up to the cores this process may use (its CPU
+        affinity): one for a small network, whose steps are faster without a second BLAS thread
+        (see :func:`~mlplab.training.threads.training_threads`). OpenBLAS's last bits depend on
+        the count, so the same count is needed for bit-identical reruns.
     checkpoint_path : path, optional
         Written atomically after every epoch, and when ``max_steps`` stops inside one.
     resume : bool
@@ -398,6 +400,7 @@ def fit(
         meta, best_arrays = read_checkpoint(checkpoint_path, network, optimizer, settings, epochs)
         state = TrainingState.from_metadata(meta, best_arrays)
 
+    threads = training_threads(threads, network, ramp.batch_size(0))
     # Overflow on the way to a NaN is reported once, by the divergence guard, not as warnings.
     with thread_limit(threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while not _done(training, state):

@@ -45,7 +45,7 @@ from mlplab.training.metrics import format_evaluation, json_safe
 from mlplab.training.model import Model
 from mlplab.training.run_folder import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, locked_run_folder
 from mlplab.training.schedules import BatchSizeRamp, fixed_batch_size, make_schedule
-from mlplab.training.threads import thread_limit
+from mlplab.training.threads import thread_limit, training_threads
 
 PREDICTIONS_FILE = "predictions.npz"
 # What a resumed run may change: how long it trains, on how many threads, where the data is,
@@ -541,7 +541,7 @@ def layer_stats_callback(
     path = None if out is None else Path(out) / LAYER_STATS_FILE
     callback = LayerStatistics(network, loss, x, y, at_start=False, path=path)
     if not resume:
-        _measure_layers(callback, 0, prepared.config.training.threads)
+        _measure_layers(callback, 0, prepared)
     elif path is not None and path.is_file():
         try:
             stored = json.loads(path.read_text())
@@ -552,11 +552,20 @@ def layer_stats_callback(
     return callback
 
 
-def _measure_layers(callback: LayerStatistics, epoch: int, threads: int) -> None:
+def run_threads(prepared: PreparedRun) -> int:
+    """The threads the run's training uses (the config's, or the default for its network and
+    first batch size; see :func:`~mlplab.training.threads.training_threads`)."""
+    t = prepared.config.training
+    return training_threads(
+        t.threads or None, prepared.model.network, t.batch_size_start or t.batch_size
+    )
+
+
+def _measure_layers(callback: LayerStatistics, epoch: int, prepared: PreparedRun) -> None:
     """Measure outside training as inside it: on the run's BLAS threads, with the same quiet
     floating-point errors (a diverging network's overflows are what is being measured)."""
     with (
-        thread_limit(threads or None),
+        thread_limit(run_threads(prepared)),
         np.errstate(over="ignore", invalid="ignore", divide="ignore"),
     ):
         callback.measure(epoch)
@@ -595,7 +604,7 @@ def _train_and_evaluate(prepared: PreparedRun, out: Path | None, resume: bool, p
         seconds -= layer_stats.seconds - measured_before  # measuring is not training
         if not layer_stats.epoch_numbers or layer_stats.epoch_numbers[-1] < len(history):
             # max_steps ended inside an epoch, after which no callback runs
-            _measure_layers(layer_stats, len(history), config.training.threads)
+            _measure_layers(layer_stats, len(history), prepared)
 
     model, labels = prepared.model, prepared.y_test
     logits = model.network.predict_logits(prepared.x_test)

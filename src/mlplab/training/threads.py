@@ -32,6 +32,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# Multiply-adds of a batch's forward pass per BLAS thread a training uses by default. A second
+# OpenBLAS thread costs the rest of the step even when idle: it spins, waiting for the next
+# product, and on these machines the gather, the loss and the update ran up to twice as slowly
+# beside it. Measured on 2 cores (benchmarks/RESULTS.md), an epoch at batch 128 was faster on
+# one thread up to 784-128-10 (13 million multiply-adds a batch) and on two from 784-256-10 (26
+# million) on.
+MULTIPLY_ADDS_PER_THREAD = 1 << 24
+
+
+def training_threads(threads: int | None, network, batch_size: int) -> int:
+    """The threads a training of ``network`` at ``batch_size`` uses: ``threads`` when given;
+    by default one per :data:`MULTIPLY_ADDS_PER_THREAD` multiply-adds of a batch's forward pass
+    (parameters x batch size, rounded), at least one and at most :func:`available_cores`.
+
+    The default depends only on the network and the batch size, never on a timing, so reruns
+    and resumed runs choose the same count and stay bit-identical.
+    """
+    if threads is not None:
+        return threads
+    wanted = round(network.n_params * batch_size / MULTIPLY_ADDS_PER_THREAD)
+    return max(1, min(available_cores(), wanted))
+
+
 @contextmanager
 def thread_limit(threads: int | None = None):
     """Use ``threads`` BLAS and update threads for the block; default: :func:`available_cores`.
