@@ -11,10 +11,14 @@ For each case, interleaved repeat by repeat so that all see the same machine noi
 
 * mlplab: ``mlplab.training.loop.fit`` (shuffle, gather, forward, loss, backward, update, and
   at each epoch's end the ``train_loss`` the history records: a forward pass in inference mode
-  over ``TRAIN_MEASURE_EXAMPLES`` = 10,000 training examples);
+  over ``TRAIN_MEASURE_EXAMPLES`` = 10,000 training examples), on its default thread count
+  (``--mlplab-threads auto``): as many as the network's size pays for, at most the cores, which
+  is one for the two small networks and two for the Adam networks on a 2-core machine;
 * PyTorch: the same loop written the usual way (``torch.optim``, ``CrossEntropyLoss``), with the
-  same end-of-epoch measurement under ``torch.no_grad()``, so that both do the same work; the
-  loop alone (without the measurement) is timed inside the same run and reported beside it;
+  same end-of-epoch measurement under ``torch.no_grad()``, so that both do the same work, on
+  ``--threads`` threads; the loop alone (without the measurement) is timed inside the same run
+  and reported beside it, and so is PyTorch on one thread, which shows how much of a ratio the
+  thread count alone explains;
 * the GEMMs alone: the run's matrix products on the same shapes and threads, no allocation,
   the measurement's forward products included;
 * the machine's stream bandwidth: in-place ``a += b`` over 64 MB arrays, split over the same

@@ -140,3 +140,49 @@ def test_dropout_mask_in_work_arrays_gives_the_bits_of_the_plain_formula():
         np.testing.assert_array_equal(y, x * mask)
         grad_out = rows(20, 50, seed=seed + 10)
         np.testing.assert_array_equal(layer.backward(grad_out), grad_out * mask)
+
+
+# ----------------------------------------------------------------- one flat array of parameters
+def _network_and_gradients(seed=0):
+    network = Network.stack(6, [Dense(5), Tanh(), Dense(4), Sigmoid(), Dense(3)], seed=seed)
+    rng = np.random.default_rng(seed)
+    steps = [
+        {name: rng.standard_normal(p.shape).astype(p.dtype) for name, p in network.params.items()}
+        for _ in range(4)
+    ]
+    return network, steps
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam", "adamw"])
+def test_packed_parameters_are_updated_in_one_call_with_the_bits_of_one_call_per_tensor(name):
+    from mlplab.engine.optimizers import make_optimizer
+
+    network, steps = _network_and_gradients()
+    flat = next(iter(network.params.values())).base
+    assert flat is not None and flat.size == network.n_params  # every parameter, one array
+    loose = {n: p.copy() for n, p in network.params.items()}  # the same values, apart
+    packed_optimizer, loose_optimizer = make_optimizer(name, 0.1), make_optimizer(name, 0.1)
+    for step in steps:
+        grads = network.grads
+        for n, g in step.items():
+            grads[n][...] = g
+        packed_optimizer.update(network.params, grads)
+        loose_optimizer.update(loose, {n: g.copy() for n, g in step.items()})
+    assert packed_optimizer._packing is not None and loose_optimizer._packing is None
+    for n, p in network.params.items():
+        np.testing.assert_array_equal(p, loose[n], err_msg=n)
+    for key, array in loose_optimizer.state.items():  # the state keeps one array per tensor
+        np.testing.assert_array_equal(packed_optimizer.state[key], array, err_msg=key)
+
+
+def test_a_gradient_array_put_in_place_of_the_packed_one_is_still_used():
+    from mlplab.engine.optimizers import make_optimizer
+
+    network, _ = _network_and_gradients()
+    optimizer = make_optimizer("sgd", 1.0)
+    optimizer.update(network.params, network.grads)  # packed: the gradients are all zero
+    layer = network.nodes["dense1"].layer
+    before = layer.params["bias"].copy()
+    layer.grads["bias"] = np.ones_like(before)  # a new array, not a view of the flat one
+    optimizer.update(network.params, network.grads)
+    np.testing.assert_array_equal(layer.params["bias"], before - 1.0)

@@ -204,8 +204,8 @@ def test_one_and_two_threads_give_bit_identical_updates(case, threads):
         ("sgd", set()),
         ("momentum", {"velocity"}),
         ("rmsprop", {"square_avg"}),
-        ("adam", {"m", "v"}),
-        ("adamw", {"m", "v"}),
+        ("adam", {"m_sum", "v_sum"}),
+        ("adamw", {"m_sum", "v_sum"}),
     ],
 )
 def test_optimizer_state_is_a_dict_of_named_arrays(case, names):
@@ -239,6 +239,40 @@ def test_resuming_from_copied_state_continues_bit_identically():
         second.update(resumed_params, step)
     for name in params:
         np.testing.assert_array_equal(resumed_params[name], straight_params[name])
+
+
+def test_adam_state_of_an_earlier_mlplab_holding_the_moments_themselves_resumes():
+    """Checkpoints written before the moments were kept as decayed sums hold ``m/<tensor>`` and
+    ``v/<tensor>``; loaded, they continue as the textbook Adam does (to float64 rounding)."""
+    params, grads = problem(2)
+    b1, b2, lr, eps = 0.9, 0.999, 0.01, 1e-8
+    m = {n: np.zeros_like(p) for n, p in params.items()}
+    v = {n: np.zeros_like(p) for n, p in params.items()}
+    textbook = {n: p.copy() for n, p in params.items()}
+    for t, step in enumerate(grads, start=1):  # the textbook update, keeping m and v
+        for n, g in step.items():
+            m[n] = b1 * m[n] + (1 - b1) * g
+            v[n] = b2 * v[n] + (1 - b2) * g * g
+            m_hat, v_hat = m[n] / (1 - b1**t), v[n] / (1 - b2**t)
+            textbook[n] = textbook[n] - lr * m_hat / (np.sqrt(v_hat) + eps)
+        if t == 3:  # what a checkpoint of the earlier mlplab held after three steps
+            saved_params = {n: p.copy() for n, p in textbook.items()}
+            saved_state = {"step": np.array(3), **{f"m/{n}": a.copy() for n, a in m.items()}}
+            saved_state.update({f"v/{n}": a.copy() for n, a in v.items()})
+    resumed = make_optimizer("adam", lr)
+    resumed.state = saved_state
+    assert {key.split("/")[0] for key in resumed.state if "/" in key} == {"m_sum", "v_sum"}
+    for step in grads[3:]:
+        resumed.update(saved_params, step)
+    for name in params:
+        assert relative_difference(saved_params[name], textbook[name]) < 1e-12, name
+
+
+def test_a_state_of_another_optimizer_is_refused():
+    sgd_state = make_optimizer("momentum", 0.1).state
+    sgd_state["velocity/a.weight"] = np.zeros(3)
+    with pytest.raises(ConfigError, match="velocity arrays, and adam keeps m_sum, v_sum"):
+        make_optimizer("adam", 0.1).state = sgd_state
 
 
 def test_adamw_decays_weights_but_not_biases_or_norm_scales():
