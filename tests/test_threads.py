@@ -45,16 +45,16 @@ def data():
     return images.reshape(600, -1).astype(np.float32) / 255, labels.astype(np.int64)
 
 
-def train(data, threads, callbacks=()):
+def train(data, threads, callbacks=(), architecture="100:relu", batch_size=32, epochs=2):
     """Weights after a seeded training with ``threads`` threads, as a dict of arrays."""
-    network = build_network("100:relu", 784, 10, seed=3)
+    network = build_network(architecture, 784, 10, seed=3)
     fit(
         network,
         SoftmaxCrossEntropy(),
         *data,
         optimizer=make_optimizer("adam", 1e-3),
-        epochs=2,
-        batch_size=32,
+        epochs=epochs,
+        batch_size=batch_size,
         threads=threads,
         progress=False,
         callbacks=callbacks,
@@ -237,16 +237,7 @@ def test_by_default_a_small_network_trains_on_one_thread_and_a_large_one_on_the_
             seen.append((blas_threads(), workers.threads if workers else 1))
 
     train(data, threads=None, callbacks=[Look()])
-    fit(
-        large,
-        SoftmaxCrossEntropy(),
-        *data,
-        optimizer=make_optimizer("adam", 1e-3),
-        epochs=1,
-        batch_size=128,
-        progress=False,
-        callbacks=[Look()],
-    )
+    train(data, None, callbacks=[Look()], architecture="1000:relu", batch_size=128, epochs=1)
     cores = min(available_cores(), 6)
     assert seen == [([1] * len(blas_threads()), 1)] * 2 + [([cores] * len(blas_threads()), cores)]
 

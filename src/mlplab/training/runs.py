@@ -406,16 +406,10 @@ def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> 
     optimizer = make_optimizer(
         config.optimizer.name, config.optimizer.learning_rate, **config.optimizer.options
     )
-    if t.batch_size_start:
-        batch_size = BatchSizeRamp(
-            start=t.batch_size_start, growth=t.batch_size_growth, final=t.batch_size
-        )
-    else:
-        batch_size = fixed_batch_size(t.batch_size)
     return {
         "optimizer": optimizer,
         "epochs": t.epochs,
-        "batch_size": batch_size,
+        "batch_size": batch_size_ramp(t),
         "schedule": make_schedule(
             config.schedule.name,
             config.optimizer.learning_rate,
@@ -435,6 +429,15 @@ def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> 
         "max_steps": t.max_steps or None,
         "augment_seed": seeds["augment"],
     }
+
+
+def batch_size_ramp(t) -> BatchSizeRamp:
+    """The batch sizes a config's ``[training]`` table prescribes, epoch by epoch."""
+    if t.batch_size_start:
+        return BatchSizeRamp(
+            start=t.batch_size_start, growth=t.batch_size_growth, final=t.batch_size
+        )
+    return fixed_batch_size(t.batch_size)
 
 
 def check_resume(saved: RunConfig, config: RunConfig) -> None:
@@ -556,8 +559,9 @@ def run_threads(prepared: PreparedRun) -> int:
     """The threads the run's training uses (the config's, or the default for its network and
     first batch size; see :func:`~mlplab.training.threads.training_threads`)."""
     t = prepared.config.training
+    # The first epoch's size, as fit takes it from the same ramp.
     return training_threads(
-        t.threads or None, prepared.model.network, t.batch_size_start or t.batch_size
+        t.threads or None, prepared.model.network, batch_size_ramp(t).batch_size(0)
     )
 
 
