@@ -201,6 +201,10 @@ def test_book_protocol_validates_on_the_first_test_half_and_reports_the_last(tmp
         (["--split-seed", "-3"], "split_seed"),
         (["--schedule", "step", "--gamma", "0"], "gamma"),
         (["--arch", "100000000:relu"], "--allow-large"),
+        (["--adversarial", "-0.1"], "adversarial epsilon"),
+        (["--adversarial", "0.1", "--adversarial-weight", "0"], "adversarial_weight"),
+        (["--adversarial", "0.1", "--adversarial-weight", "1.5"], "adversarial_weight"),
+        (["--adversarial", "inf"], "adversarial"),
     ],
 )
 def test_user_errors_exit_2_with_one_line_naming_the_problem(tmp_path, capsys, flags, named):

@@ -15,7 +15,7 @@ import pytest
 from helpers import Crash, CrashAt, resume_data
 
 from mlplab.engine.optimizers import make_optimizer
-from mlplab.engine.regularizers import Regularization
+from mlplab.engine.regularizers import AdversarialTraining, Regularization
 from mlplab.errors import ConfigError
 from mlplab.saving import read_archive, write_archive
 from mlplab.training.checkpoints import CHECKPOINT_FORMAT
@@ -192,6 +192,18 @@ def test_max_steps_then_resume_is_bit_identical_to_an_uninterrupted_run(data, tm
     assert_same_history(resumed_history, reference_history)
 
 
+def test_max_steps_then_resume_with_adversarial_training_is_bit_identical(data, tmp_path):
+    # Adversarial steps draw a second set of dropout masks per step: the generators' states at
+    # the stop must still be those an uninterrupted run has there.
+    options = {"adversarial": AdversarialTraining(epsilon=0.1)}
+    reference, reference_history = run(data, 2, **options)
+    checkpoint = tmp_path / "checkpoint.npz"
+    run(data, 2, checkpoint, max_steps=9, **options)
+    resumed, resumed_history = run(data, 2, checkpoint, resume=True, **options)
+    assert_same_weights(resumed, reference)
+    assert_same_history(resumed_history, reference_history)
+
+
 def test_max_steps_can_stop_a_resumed_run_again_inside_the_next_epoch(data, tmp_path):
     reference, reference_history = run(data, 2)
     checkpoint = tmp_path / "checkpoint.npz"
@@ -248,6 +260,7 @@ def test_extending_a_run_whose_schedule_depends_on_its_length_is_refused_saying_
         ({"batch_size": BatchSizeRamp(start=40, growth=2)}, "batch_size"),
         ({"schedule": ("step", {"gamma": 0.1})}, "schedule"),
         ({"regularization": Regularization(l2=1e-4)}, "regularization"),
+        ({"adversarial": AdversarialTraining(epsilon=0.1)}, "adversarial"),
         ({"early_stopping": EarlyStopping(patience=2)}, "early_stopping"),
         ({"early_stopping": None}, "early_stopping"),
         ({"optimizer": make_optimizer("adam", 2e-3, beta1=0.8)}, "optimizer"),

@@ -68,6 +68,16 @@ FLAGS = {
     "--l2": ("regularization", "l2", "L2 penalty on weights (l2/2 * sum W^2)"),
     "--max-norm": ("regularization", "max_norm", "cap each unit's incoming weight norm"),
     "--clip-norm": ("regularization", "clip_norm", "clip the global gradient norm"),
+    "--adversarial": (
+        "regularization",
+        "adversarial",
+        "adversarial training: epsilon of the fast-gradient-sign perturbation (0: off)",
+    ),
+    "--adversarial-weight": (
+        "regularization",
+        "adversarial_weight",
+        "the perturbed batch's share of the loss, in (0, 1]",
+    ),
     "--epochs": ("training", "epochs", "passes over the training data"),
     "--batch-size": ("training", "batch_size", "batch size (the final size of a ramp)"),
     "--batch-size-start": (

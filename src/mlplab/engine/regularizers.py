@@ -1,5 +1,5 @@
-"""Regularization: L1 and L2 penalties, the max-norm constraint, gradient clipping, and the
-Gaussian noise layer.
+"""Regularization: L1 and L2 penalties, the max-norm constraint, gradient clipping, adversarial
+training, and the Gaussian noise layer.
 
 Penalties apply to weights (parameters named ``*.weight``), never to biases or normalization
 scales. The training step runs them in this order::
@@ -9,6 +9,9 @@ scales. The training step runs them in this order::
 :class:`GaussianNoise` is a layer (the ``noise(0.3)`` step of an architecture string): like
 dropout (:class:`~mlplab.engine.layers.Dropout`) it regularizes by perturbing activations while
 training, and like dropout it is the identity at inference.
+
+:class:`AdversarialTraining` changes what the step differentiates: the loss on the batch and on
+the batch pushed a small step in the direction that increases the loss most (see its docstring).
 """
 
 from __future__ import annotations
@@ -103,6 +106,50 @@ class Regularization:
                 too_long = norms > self.max_norm
                 if too_long.any():
                     weight[too_long] *= (self.max_norm / norms[too_long])[:, None]
+
+
+@dataclass(frozen=True)
+class AdversarialTraining:
+    """Train on each batch and on its fast-gradient-sign perturbation (Goodfellow et al., 2015).
+
+    The step minimizes ``(1 - weight) J(x) + weight J(x + epsilon sign(dJ/dx))``: ``dJ/dx``
+    comes from the backward pass of the clean batch, which the step needs anyway, and the
+    perturbed batch costs one more forward and backward pass, so a step takes about twice as
+    long. The perturbation is treated as a constant (``sign`` is flat almost everywhere), so
+    the parameter gradient is ``(1 - weight) dJ/dθ at x + weight dJ/dθ at x_adv``; dropout and
+    noise layers draw new masks for the second pass. Nothing looks at the image as an image,
+    so the method is permutation-invariant: shuffling the pixels the same way in every
+    example changes nothing.
+
+    Attributes
+    ----------
+    epsilon : float
+        Size of the perturbation in the units of the network's input features (pixels in
+        [0, 1] by default, so 0.1 moves each pixel by a tenth of its range).
+    weight : float
+        Share of the perturbed batch's loss in the objective, in (0, 1]; the paper's 0.5
+        weighs both equally.
+    """
+
+    epsilon: float
+    weight: float = 0.5
+
+    def __post_init__(self):
+        if not (isinstance(self.epsilon, int | float) and 0 < self.epsilon < math.inf):
+            raise ConfigError(
+                f"adversarial epsilon must be a positive finite number, got {self.epsilon!r}"
+                " (0 in a config turns adversarial training off)"
+            )
+        if not (isinstance(self.weight, int | float) and 0 < self.weight <= 1):
+            raise ConfigError(
+                f"adversarial_weight must be in (0, 1], got {self.weight!r}; 0.5 weighs the "
+                "clean and the perturbed batch equally"
+            )
+
+    def perturb(self, x: np.ndarray, grad_x: np.ndarray) -> np.ndarray:
+        """``x + epsilon sign(dJ/dx)``: of all changes of at most epsilon per feature, the one
+        that raises the loss most, to first order."""
+        return x + x.dtype.type(self.epsilon) * np.sign(grad_x)
 
 
 class GaussianNoise(Layer):

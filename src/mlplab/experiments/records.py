@@ -42,6 +42,8 @@ ADDED_LATER = {
     ("augmentation", "elastic_alpha"): 0.0,
     ("augmentation", "elastic_sigma"): 4.0,
     ("augmentation", "hflip"): False,
+    ("regularization", "adversarial"): 0.0,
+    ("regularization", "adversarial_weight"): 0.5,
 }
 
 

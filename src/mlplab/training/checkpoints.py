@@ -48,6 +48,7 @@ def training_settings(
     n_validation: int | None,
     augmentation: dict | None = None,
     augment_seed: int = 0,
+    adversarial=None,
 ) -> dict:
     """The settings that define a training's trajectory, as plain JSON values.
 
@@ -56,7 +57,8 @@ def training_settings(
     :class:`~mlplab.training.schedules.Schedule` is recorded by its name only. ``augmentation``
     is :meth:`Augmentation.settings() <mlplab.data.augmentation.Augmentation.settings>` (None
     when off), recorded with its seed; a run without it records None, as checkpoints made before
-    augmentation existed read.
+    augmentation existed read. ``adversarial`` (an
+    :class:`~mlplab.engine.regularizers.AdversarialTraining`, or None) is recorded the same way.
     """
     optimizer_config = {k: v for k, v in optimizer.config().items() if k != "learning_rate"}
     if isinstance(schedule, Schedule):
@@ -74,6 +76,7 @@ def training_settings(
         "examples": n_examples,
         "validation_examples": n_validation,
         "augmentation": None if augmentation is None else {**augmentation, "seed": augment_seed},
+        "adversarial": None if adversarial is None else asdict(adversarial),
     }
     return json.loads(json.dumps(settings))  # as they read back from the file: lists, not tuples
 

@@ -33,6 +33,9 @@ A config file has one table per dataclass; every key is optional and unknown key
     l2 = 0.0
     max_norm = 0.0               # 0 means off
     clip_norm = 0.0              # 0 means off
+    adversarial = 0.0            # adversarial training: epsilon of the fast-gradient-sign
+                                 # perturbation, in input units (pixels in [0, 1]); 0 means off
+    adversarial_weight = 0.5     # the perturbed batch's share of the loss, in (0, 1]
 
     [training]
     epochs = 15
@@ -147,6 +150,8 @@ class RegularizationConfig:
     l2: float = 0.0
     max_norm: float = 0.0
     clip_norm: float = 0.0
+    adversarial: float = 0.0
+    adversarial_weight: float = 0.5
 
 
 @dataclass

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mlplab.data.augmentation import Augmentation
-from mlplab.engine.regularizers import Regularization
+from mlplab.engine.regularizers import AdversarialTraining, Regularization
 from mlplab.errors import ConfigError, DivergenceError
 from mlplab.saving import network_arrays, write_text
 from mlplab.training.checkpoints import read_checkpoint, training_settings, write_checkpoint
@@ -259,6 +259,7 @@ class _Training:
     train_measure: tuple[np.ndarray, np.ndarray]  # the fixed subset train_loss is measured on
     augmentation: Augmentation | None  # None, or an active one: applied to training batches only
     augment_seed: int
+    adversarial: AdversarialTraining | None
 
 
 def fit(
@@ -283,6 +284,7 @@ def fit(
     callbacks=(),
     augmentation: Augmentation | None = None,
     augment_seed: int = 0,
+    adversarial: AdversarialTraining | None = None,
 ) -> History:
     """Train ``network`` in place and return its :class:`History`.
 
@@ -336,6 +338,10 @@ def fit(
         batch as an uninterrupted one does.
     augment_seed : int
         Seeds the augmentation; part of the settings a resume must keep, like ``augmentation``.
+    adversarial : mlplab.engine.regularizers.AdversarialTraining, optional
+        Each step also trains on the batch's fast-gradient-sign perturbation, at about twice
+        the cost of a step. ``train_loss`` and ``train_accuracy`` stay those of the clean
+        batches.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
@@ -372,6 +378,7 @@ def fit(
         n_validation=None if validation_data is None else len(validation_data[1]),
         augmentation=None if augmentation is None else augmentation.settings(),
         augment_seed=augment_seed,
+        adversarial=adversarial,
     )
     training = _Training(
         network=network,
@@ -394,6 +401,7 @@ def fit(
         train_measure=_train_measure_subset(x, y, order_seed),
         augmentation=augmentation,
         augment_seed=augment_seed,
+        adversarial=adversarial,
     )
     state = TrainingState()
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -514,12 +522,34 @@ def _train_step(training: _Training, xb, yb, learning_rate, state) -> tuple[floa
     batch_loss = training.loss.forward(logits, yb)
     if not math.isfinite(batch_loss):
         _diverged(training, state, f"the loss became {batch_loss}", learning_rate)
-    network.backward(training.loss.backward())
+    if training.adversarial is None:
+        network.backward(training.loss.backward())
+    else:
+        _adversarial_backward(training, xb, yb)
     regularization.add_penalty_gradients(params, grads)
     regularization.clip_gradients(grads)
     optimizer.update(params, grads)
     regularization.apply_max_norm(params)
     return batch_loss, correct
+
+
+def _adversarial_backward(training: _Training, xb, yb) -> None:
+    """Fill the gradients of ``(1 - w) J(x) + w J(x_adv)``, after the forward pass of ``x``.
+
+    ``x_adv = x + epsilon sign(dJ/dx)`` is built from this batch's own input gradient, so the
+    clean backward pass asks for ``dJ/dx`` (one more matrix product, in the first layer), then
+    the perturbed batch gets its own forward and backward pass.
+    """
+    network, loss, adversarial = training.network, training.loss, training.adversarial
+    grad_x = network.backward(loss.backward(), input_grad=True)
+    clean_share = network.dtype.type(1.0 - adversarial.weight)
+    clean = [grad * clean_share for grad in network.grads.values()]  # copies: the next pass
+    loss.forward(network.forward(adversarial.perturb(xb, grad_x), training=True), yb)
+    network.backward(loss.backward())  # overwrites the gradients with those of J(x_adv)
+    adversarial_share = network.dtype.type(adversarial.weight)
+    for grad, clean_part in zip(network.grads.values(), clean, strict=True):
+        grad *= adversarial_share
+        grad += clean_part
 
 
 def _epoch_record(training: _Training, state: TrainingState) -> dict:

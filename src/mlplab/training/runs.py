@@ -34,7 +34,7 @@ from mlplab.data.splits import EvaluationSplit
 from mlplab.engine import architecture as architectures
 from mlplab.engine.losses import make_loss
 from mlplab.engine.optimizers import make_optimizer
-from mlplab.engine.regularizers import Regularization
+from mlplab.engine.regularizers import AdversarialTraining, Regularization
 from mlplab.errors import ConfigError, MlplabError
 from mlplab.resources import available_memory_bytes, format_bytes
 from mlplab.saving import atomic_path, write_json, write_text
@@ -383,7 +383,8 @@ def loss_options(config: RunConfig) -> dict:
 def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_bytes: int) -> int:
     """Bytes a training will hold at its peak, estimated before the network is allocated.
 
-    ``params x (weights + gradients + optimizer slots [+ best weights kept by early stopping])``
+    ``params x (weights + gradients + optimizer slots [+ best weights kept by early stopping]
+    [+ a copy of the gradients for adversarial training])``
     plus ``max(batch, evaluation batch) x units x a few arrays``, at the run's item size, plus
     the preprocessed data (and its float64 copy for a float64 run).
     """
@@ -393,6 +394,8 @@ def estimate_memory(config: RunConfig, input_size: int, n_classes: int, data_byt
     copies = 2 + OPTIMIZER_SLOTS.get(config.optimizer.name, 2)
     if config.training.early_stopping:
         copies += 1
+    if config.regularization.adversarial:
+        copies += 1  # the clean batch's gradients, kept while the perturbed batch's are computed
     batch = max(config.training.batch_size, EVALUATION_BATCH)
     data = data_bytes * (3 if itemsize == 8 else 1)  # float32 arrays, plus their float64 copy
     return int(n_params * copies * itemsize + batch * n_units * ARRAYS_PER_UNIT * itemsize + data)
@@ -422,6 +425,11 @@ def training_options(config: RunConfig, seeds: dict[str, int] | None = None) -> 
         "early_stopping": (
             EarlyStopping(monitor=t.monitor, patience=t.early_stopping)
             if t.early_stopping
+            else None
+        ),
+        "adversarial": (
+            AdversarialTraining(epsilon=r.adversarial, weight=r.adversarial_weight)
+            if r.adversarial
             else None
         ),
         "order_seed": seeds["order"],
