@@ -3,6 +3,7 @@ skip finished trials, kills that lose only running trials, and results independe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -249,6 +250,67 @@ def test_a_killed_sweep_loses_only_running_trials_and_a_rerun_completes_it(tmp_p
     for key, record in killed.items():
         assert final[key].timings == record.timings
     assert all(record.status == "done" for record in final.values())
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: read from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone since the listing
+            # "pid (name) state ppid ...": the name may hold spaces, so split after its ")".
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its exit status waits to be collected
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_of_a_sweep_killed_by_a_signal_stop_instead_of_finishing_their_trial(tmp_path):
+    # One trial long enough (hundreds of epochs) to be still running when the sweep dies.
+    text = (
+        TINY.replace("values = [0.1, 1e30]", "values = [0.1]")
+        .replace('values = ["16:relu", "8:relu,8:relu"]', 'values = ["16:relu"]')
+        .replace("seeds = 2", "seeds = 1")
+        .replace("epochs = 1", "epochs = 2000")
+    )
+    path = write_sweep(tmp_path, text)
+    # Not in a session of its own and killed alone: SIGKILL reaches the sweep, not its worker.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlplab", "sweep", str(path), "--workers", "1", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        # The pool's worker is the child that is not multiprocessing's resource tracker; it
+        # exists once the first trial was submitted.
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = [pid for pid in _children(process.pid) if _alive(pid)]
+            time.sleep(0.1)
+        assert len(workers) == 2, f"expected a worker and a resource tracker, got {workers}"
+        time.sleep(1.0)  # the worker is in its trial now
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
+    finally:
+        for pid in [process.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_free_worker_takes_a_trial_whose_data_it_holds_else_data_nobody_holds():

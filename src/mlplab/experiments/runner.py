@@ -17,6 +17,8 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ DASK_CONNECT_TIMEOUT = "20s"
 # uses it, never a result.
 STEP_SECONDS, WEIGHT_SECONDS = 0.05, 4e-6
 FIXED_STEPS = 3  # the output layer, the loss, the batch's bookkeeping
+# How often a local worker checks that the sweep process that started it is still alive.
+PARENT_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -246,7 +250,15 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
     # estimated_cost); the sort is stable, so equal ones keep the sweep's order.
     queue = [(trial, config, data_key(config)) for trial, config in jobs]
     queue.sort(key=lambda job: (job[2], -estimated_cost(job[1])))
-    pools = [futures.ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(workers)]
+    pools = [
+        futures.ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=context,
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
+        for _ in range(workers)
+    ]
     held: list[set] = [set() for _ in pools]  # data keys each worker has prepared
     running: dict[futures.Future, tuple] = {}  # future -> (worker, trial, config)
     try:
@@ -282,6 +294,23 @@ def _run_local(jobs, workers: int, arrived: Callable) -> None:
         # On an error or Ctrl-C, drop what has not started and do not wait for running trials.
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the sweep process that started it is gone.
+
+    A sweep stopped by a signal its parent cannot catch (SIGTERM's default, SIGKILL) would
+    otherwise leave each worker to finish its trial, minutes or hours of work that nobody can
+    store any more, on cores a rerun of the sweep then shares. The worker's parent changes when
+    the parent dies (the orphan is adopted), which a daemon thread checks every second.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)  # nothing of the trial's is worth keeping: its result had nowhere to go
+
+    threading.Thread(target=watch, name="mlplab-parent-watch", daemon=True).start()
 
 
 def _run_dask(jobs, address: str, arrived: Callable) -> None:
