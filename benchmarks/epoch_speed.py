@@ -30,7 +30,7 @@ parameters, gradients and the optimizer's moments, each read and written once pe
 repeats; ratios are taken between medians of the same run.
 
 ``--ablation`` also times mlplab with each speed device switched off in turn (in-place
-activations, reused work arrays, the threaded update, the skipped gradient of the data) and
+activations, reused work arrays, the chunked update, the skipped gradient of the data) and
 reports each device's gain: ``time without it / time with it - 1``.
 
 Run (PyTorch is installed for the benchmark only; ``torch==2.13.0`` is a local CPU build here)::
@@ -98,10 +98,10 @@ def _set_work_arrays(on):
     layers.REUSE_WORK_ARRAYS = on
 
 
-def _set_threaded_update(on):
+def _set_chunked_update(on):
     from mlplab.engine import optimizers
 
-    optimizers.PARALLEL_MIN_SIZE = 1 << 16 if on else 1 << 62
+    optimizers.UPDATE_CHUNK = 1 << 15 if on else 1 << 62  # off: every array in one piece
 
 
 def _set_skip_data_gradient(on):
@@ -113,7 +113,7 @@ def _set_skip_data_gradient(on):
 DEVICES = {
     "in-place activations": _set_inplace,
     "work arrays": _set_work_arrays,
-    "threaded update": _set_threaded_update,
+    "chunked update": _set_chunked_update,
     "skipped data gradient": _set_skip_data_gradient,
 }
 

@@ -1,9 +1,9 @@
 """Optimizers against straightforward float64 reference implementations written here.
 
 The reference updates follow the papers' formulas literally (no folded bias corrections, no
-scratch arrays, no threads). The engine runs in float32 and must agree to about 1e-6 relative
-(measured against the largest parameter), in float64 to 1e-12; the threaded chunked path
-(tensors larger than ``PARALLEL_MIN_SIZE``) must give bit-identical results to one thread.
+scratch arrays, no chunks). The engine runs in float32 and must agree to about 1e-6 relative
+(measured against the largest parameter), in float64 to 1e-12; the chunked path (tensors larger
+than ``UPDATE_CHUNK``) must give results bit-identical to updating each tensor in one piece.
 """
 
 from __future__ import annotations
@@ -12,29 +12,11 @@ import numpy as np
 import pytest
 
 from mlplab.engine import optimizers
-from mlplab.engine.optimizers import PARALLEL_MIN_SIZE, make_optimizer, update_threads
+from mlplab.engine.optimizers import UPDATE_CHUNK, make_optimizer
 from mlplab.errors import ConfigError
 
 STEPS = 6
 SHAPES = {"big.weight": (300, 300), "big.bias": (300,), "small.weight": (4, 7), "norm.gamma": (7,)}
-
-
-@pytest.fixture
-def threads():
-    """``threads(n)`` runs the rest of the test's updates on ``n`` threads; the workers stop at
-    the end of the test."""
-    blocks = []
-
-    def use(n):
-        if blocks:
-            blocks.pop().__exit__(None, None, None)
-        block = update_threads(n)
-        block.__enter__()
-        blocks.append(block)
-
-    yield use
-    while blocks:
-        blocks.pop().__exit__(None, None, None)
 
 
 def problem(seed=0):
@@ -159,14 +141,14 @@ def relative_difference(actual, expected):
     return float(np.abs(actual.astype(np.float64) - expected).max() / np.abs(expected).max())
 
 
-def test_the_test_problem_exercises_the_threaded_chunked_path():
-    assert np.prod(SHAPES["big.weight"]) > PARALLEL_MIN_SIZE
-    assert np.prod(SHAPES["small.weight"]) < PARALLEL_MIN_SIZE
+def test_the_test_problem_exercises_the_chunked_path_with_an_uneven_last_chunk():
+    assert np.prod(SHAPES["big.weight"]) > UPDATE_CHUNK
+    assert np.prod(SHAPES["big.weight"]) % UPDATE_CHUNK != 0
+    assert np.prod(SHAPES["small.weight"]) < UPDATE_CHUNK
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_optimizer_matches_the_reference_in_float64(case, threads):
-    threads(2)
+def test_optimizer_matches_the_reference_in_float64(case):
     params, _ = run_engine(case, np.float64)
     expected = run_reference(case, np.float64)
     for name in SHAPES:
@@ -174,8 +156,7 @@ def test_optimizer_matches_the_reference_in_float64(case, threads):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_optimizer_matches_the_reference_in_float32_to_about_1e_6(case, threads):
-    threads(2)
+def test_optimizer_matches_the_reference_in_float32_to_about_1e_6(case):
     params, _ = run_engine(case, np.float32)
     expected = run_reference(case, np.float32)
     for name in SHAPES:
@@ -184,18 +165,15 @@ def test_optimizer_matches_the_reference_in_float32_to_about_1e_6(case, threads)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_one_and_two_threads_give_bit_identical_updates(case, threads):
-    threads(1)
-    one, _ = run_engine(case, np.float32)
-    threads(2)
-    two, optimizer = run_engine(case, np.float32)
-    assert optimizers.current_workers() is not None  # the chunked path really ran on workers
+def test_chunked_and_one_piece_updates_are_bit_identical(case, monkeypatch):
+    chunked, _ = run_engine(case, np.float32)
+    monkeypatch.setattr(optimizers, "UPDATE_CHUNK", 1 << 62)  # every tensor in one piece
+    whole, _ = run_engine(case, np.float32)
+    monkeypatch.setattr(optimizers, "UPDATE_CHUNK", 1000)  # many chunks, the last one short
+    many, _ = run_engine(case, np.float32)
     for name in SHAPES:
-        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
-    threads(3)  # an uneven split of the big tensor
-    three, _ = run_engine(case, np.float32)
-    for name in SHAPES:
-        np.testing.assert_array_equal(one[name], three[name], err_msg=name)
+        np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
+        np.testing.assert_array_equal(many[name], whole[name], err_msg=name)
 
 
 @pytest.mark.parametrize(
@@ -340,9 +318,17 @@ def test_make_optimizer_nesterov_shorthand_and_config():
             "weight_decay must not be negative",
         ),
         (lambda: make_optimizer("sgd", 0.1, momentum=0.9), "bad options .* for optimizer 'sgd'"),
-        (lambda: update_threads(0).__enter__(), ">= 1"),
     ],
 )
 def test_bad_optimizer_settings_are_config_errors(call, message):
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+def test_a_strided_parameter_larger_than_a_chunk_is_updated_in_place():
+    """A layer may hold a non-contiguous view; chunking it would update a copy and lose the step."""
+    storage = np.ones((400, 400), dtype=np.float32)
+    strided = storage[:, ::2]  # 80,000 elements, more than a chunk, not contiguous
+    assert strided.size > UPDATE_CHUNK and not strided.flags.c_contiguous
+    make_optimizer("sgd", 0.5).update({"w": strided}, {"w": np.ones_like(strided)})
+    assert np.all(storage[:, ::2] == 0.5) and np.all(storage[:, 1::2] == 1.0)

@@ -1,7 +1,7 @@
 """Thread settings belong to one training: fork-safe, restored afterwards, and safe to share.
 
-Every test trains 784-100(relu)-10 (its 78,400-weight matrix takes the optimizer's threaded path)
-with Adam on 600 fixture images, batch 32, two epochs: 38 steps, in float32.
+Every test trains 784-100(relu)-10 with Adam on 600 fixture images, batch 32, two epochs: 38
+steps, in float32.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ import multiprocessing
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from mlplab.engine import optimizers
 from mlplab.engine.architecture import build_network
 from mlplab.engine.losses import SoftmaxCrossEntropy
-from mlplab.engine.optimizers import PARALLEL_MIN_SIZE, make_optimizer, update_threads
+from mlplab.engine.optimizers import make_optimizer
 from mlplab.errors import ConfigError
 from mlplab.training.loop import fit
 from mlplab.training.threads import available_cores, thread_limit, training_threads
@@ -72,15 +70,6 @@ def blas_threads():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def update_worker_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("mlplab-update")]
-
-
-def test_the_test_network_takes_the_threaded_update_path():
-    network = build_network("100:relu", 784, 10)
-    assert max(p.size for p in network.params.values()) > PARALLEL_MIN_SIZE
-
-
 def _train_in_child(data, threads, connection):
     connection.send(train(data, threads))
     connection.close()
@@ -104,7 +93,7 @@ def _run_forked_child(data, threads):
 
 
 def test_a_child_forked_after_the_parent_trained_trains_to_the_same_weights(data):
-    parent = train(data, threads=2)  # starts update workers and BLAS threads, then stops them
+    parent = train(data, threads=2)  # sets two BLAS threads, then restores the count
     assert_same_weights(_run_forked_child(data, threads=2), parent)
 
 
@@ -114,8 +103,8 @@ def test_a_child_forked_during_a_training_trains_to_the_same_weights(data):
 
     class ForkNow:
         def on_epoch_end(self, epoch, record):
-            if epoch == 1:  # the parent's update workers are alive right now
-                assert update_worker_threads()
+            if epoch == 1:  # the parent's BLAS setting is the training's right now
+                assert blas_threads() == [2] * len(blas_threads())
                 children.append(_run_forked_child(data, threads=2))
 
     assert_same_weights(train(data, threads=2, callbacks=[ForkNow()]), expected)
@@ -205,20 +194,18 @@ def test_the_command_makes_its_process_settings_before_numpy_loads_and_the_users
     assert result.returncode == 0, result.stderr
 
 
-def test_blas_limits_and_update_workers_are_restored_after_fit(data):
+def test_blas_limits_are_restored_after_fit_and_fit_starts_no_thread(data):
     with threadpool_limits(1, user_api="blas"):  # a setting of the caller's, not the default
-        before = blas_threads()
+        before, threads_before = blas_threads(), threading.active_count()
         seen = []
 
         class Look:
             def on_epoch_end(self, epoch, record):
-                seen.append((blas_threads(), optimizers.current_workers().threads))
+                seen.append((blas_threads(), threading.active_count()))
 
         train(data, threads=2, callbacks=[Look()])
-        assert seen[0] == ([2] * len(before), 2)
+        assert seen[0] == ([2] * len(before), threads_before)
         assert blas_threads() == before
-    assert optimizers.current_workers() is None
-    assert not update_worker_threads()
 
 
 def test_by_default_a_small_network_trains_on_one_thread_and_a_large_one_on_the_cores(data):
@@ -233,13 +220,12 @@ def test_by_default_a_small_network_trains_on_one_thread_and_a_large_one_on_the_
 
     class Look:
         def on_epoch_end(self, epoch, record):
-            workers = optimizers.current_workers()
-            seen.append((blas_threads(), workers.threads if workers else 1))
+            seen.append(blas_threads())
 
     train(data, threads=None, callbacks=[Look()])
     train(data, None, callbacks=[Look()], architecture="1000:relu", batch_size=128, epochs=1)
     cores = min(available_cores(), 6)
-    assert seen == [([1] * len(blas_threads()), 1)] * 2 + [([cores] * len(blas_threads()), cores)]
+    assert seen == [[1] * len(blas_threads())] * 2 + [[cores] * len(blas_threads())]
 
 
 def test_a_training_nested_in_another_with_another_count_is_a_config_error(data):
@@ -247,24 +233,10 @@ def test_a_training_nested_in_another_with_another_count_is_a_config_error(data)
         with pytest.raises(ConfigError, match="same number of threads"), thread_limit(1):
             pass
         with thread_limit(2):  # the same count joins
-            assert optimizers.current_workers().threads == 2
+            assert blas_threads() == [2] * len(blas_threads())
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
 def test_bad_thread_counts_are_config_errors(threads):
     with pytest.raises(ConfigError, match="number of threads"), thread_limit(threads):
         pass
-
-
-def test_update_workers_raise_no_warning_under_the_callers_errstate():
-    """NumPy's error state is per thread; the workers must take the caller's."""
-    big = (400, 400)
-    params = {"w": np.full(big, 1.0, dtype=np.float32)}
-    grads = {"w": np.full(big, 1e30, dtype=np.float32)}  # g^2 overflows float32
-    optimizer = make_optimizer("adam", 1e-3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with update_threads(2), np.errstate(over="ignore", invalid="ignore"):
-            optimizer.update(params, grads)
-        with update_threads(2), pytest.raises(RuntimeWarning, match="overflow"):
-            optimizer.update(params, grads)  # and the caller's "warn" reaches them too

@@ -59,7 +59,7 @@ PROCESS_ENVIRONMENT = {
     # (median ratio 1.00 over 5 alternated pairs; benchmarks/RESULTS.md).
     "NUMPY_MADVISE_HUGEPAGE": "0",
     # Not set: OPENBLAS_THREAD_TIMEOUT. A short OpenBLAS spin once freed a core for the
-    # optimizer's update threads; since the engine's update changed it no longer pays, and it
+    # optimizer's update threads (since removed); it no longer paid even then, and it
     # makes small networks on 2 threads wait for their BLAS threads to wake (a 5-epoch run of
     # 784-[32]x4-10 took 7.2-8.0 s with it, 6.3 s without; benchmarks/RESULTS.md).
 }

@@ -105,7 +105,7 @@ FLAGS = {
     "--threads": (
         "training",
         "threads",
-        "BLAS and update threads (0: as many as the network pays for, at most the cores)",
+        "BLAS threads (0: as many as the network pays for, at most the cores)",
     ),
     "--max-steps": ("training", "max_steps", "stop after this many steps (0: no limit)"),
     "--dtype": ("training", "dtype", "float32 or float64"),

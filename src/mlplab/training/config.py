@@ -50,7 +50,7 @@ A config file has one table per dataclass; every key is optional and unknown key
     order_seed = -1              # order of the training examples; -1 means derived from seed
     dropout_seed = -1            # dropout masks; -1 means derived from seed
     augment_seed = -1            # data augmentation; -1 means derived from seed
-    threads = 0                  # BLAS and update threads; 0: what the network pays for, <= cores
+    threads = 0                  # BLAS threads; 0: what the network pays for, <= cores
     max_steps = 0                # 0 means no limit
     dtype = "float32"
     allow_large = false          # train even when the memory estimate exceeds available memory

@@ -312,7 +312,7 @@ def fit(
     order_seed : int
         Seeds the per-epoch shuffles and the choice of the examples ``train_loss`` is measured on.
     threads : int, optional
-        BLAS and element-wise threads for this training, restored afterwards. By default as
+        BLAS threads for this training, restored afterwards. By default as
         many as the network's size pays for, up to the cores this process may use (its CPU
         affinity): one for a small network, whose steps are faster without a second BLAS thread
         (see :func:`~mlplab.training.threads.training_threads`). OpenBLAS's last bits depend on

@@ -1,8 +1,8 @@
-"""Thread settings of one training: BLAS threads and the optimizer's update threads.
+"""Thread settings of one training: its BLAS threads.
 
-Nothing here outlives a training. :func:`thread_limit` starts the optimizer's update workers
-(:func:`mlplab.engine.optimizers.update_threads`) for its block and stops them at its end, and
-sets the BLAS thread count through threadpoolctl for the block, then restores it.
+Nothing here outlives a training. :func:`thread_limit` sets the BLAS thread count through
+threadpoolctl for its block, then restores it. Everything else a step does (activations, the
+loss, the optimizer's element-wise update) runs on the calling thread.
 
 The BLAS thread count is one setting for the whole process, and OpenBLAS's float32 products come
 out slightly different (last bits) with 1, 2, 3 or 4 threads, even for the 128-row products of a
@@ -10,7 +10,7 @@ training step (measured with OpenBLAS 0.3.31; ``tests/test_threads.py`` checks w
 that a run's weights depend only on its own seed and thread count, trainings that run at the
 same time in one process share the BLAS setting: those asking for the same count run together,
 and one asking for another count waits until they have finished. A process forked during or after
-a training starts with no training running (its parent's worker threads do not exist in it).
+a training starts with no training running.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from mlplab.engine.optimizers import update_threads
 from mlplab.errors import ConfigError
 
 
@@ -57,16 +56,16 @@ def training_threads(threads: int | None, network, batch_size: int) -> int:
 
 @contextmanager
 def thread_limit(threads: int | None = None):
-    """Use ``threads`` BLAS and update threads for the block; default: :func:`available_cores`.
+    """Use ``threads`` BLAS threads for the block; default: :func:`available_cores`.
 
-    Both settings are restored at the end of the block. The same count gives bit-identical
+    The setting is restored at the end of the block. The same count gives bit-identical
     reruns; another count gives slightly different last bits (BLAS sums in another order).
     """
     if threads is None:
         threads = available_cores()
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError(f"the number of threads must be a whole number >= 1, got {threads!r}")
-    with _blas_threads(threads), update_threads(threads):
+    with _blas_threads(threads):
         yield
 
 
