@@ -101,7 +101,7 @@ def _set_work_arrays(on):
 def _set_chunked_update(on):
     from mlplab.engine import optimizers
 
-    optimizers.UPDATE_CHUNK = 1 << 15 if on else 1 << 62  # off: every array in one piece
+    optimizers.UPDATE_CHUNK = 1 << 17 if on else 1 << 62  # off: every array in one piece
 
 
 def _set_skip_data_gradient(on):

@@ -16,7 +16,7 @@ from mlplab.engine.optimizers import UPDATE_CHUNK, make_optimizer
 from mlplab.errors import ConfigError
 
 STEPS = 6
-SHAPES = {"big.weight": (300, 300), "big.bias": (300,), "small.weight": (4, 7), "norm.gamma": (7,)}
+SHAPES = {"big.weight": (400, 400), "big.bias": (400,), "small.weight": (4, 7), "norm.gamma": (7,)}
 
 
 def problem(seed=0):
@@ -327,8 +327,8 @@ def test_bad_optimizer_settings_are_config_errors(call, message):
 
 def test_a_strided_parameter_larger_than_a_chunk_is_updated_in_place():
     """A layer may hold a non-contiguous view; chunking it would update a copy and lose the step."""
-    storage = np.ones((400, 400), dtype=np.float32)
-    strided = storage[:, ::2]  # 80,000 elements, more than a chunk, not contiguous
+    storage = np.ones((1000, 400), dtype=np.float32)
+    strided = storage[:, ::2]  # 200,000 elements, more than a chunk, not contiguous
     assert strided.size > UPDATE_CHUNK and not strided.flags.c_contiguous
     make_optimizer("sgd", 0.5).update({"w": strided}, {"w": np.ones_like(strided)})
     assert np.all(storage[:, ::2] == 0.5) and np.all(storage[:, 1::2] == 1.0)
