@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlplab.engine.architecture import network_from_string
+from mlplab.engine.gradcheck import central_differences
 from mlplab.engine.losses import SoftmaxCrossEntropy
 from mlplab.engine.optimizers import make_optimizer
 from mlplab.engine.regularizers import AdversarialTraining
@@ -49,18 +50,10 @@ def test_one_adversarial_step_follows_the_gradient_of_its_objective(weight):
     def objective() -> float:
         return (1 - weight) * _loss(network, loss, x, y) + weight * _loss(network, loss, x_adv, y)
 
-    expected, h = {}, 1e-6
+    expected = {}
     for name, param in network.params.items():
-        numeric = np.zeros_like(param)
-        for index in np.ndindex(param.shape):
-            saved = param[index]
-            param[index] = saved + h
-            up = objective()
-            param[index] = saved - h
-            down = objective()
-            param[index] = saved
-            numeric[index] = (up - down) / (2 * h)
-        expected[name] = numeric
+        numeric = central_differences(objective, param.reshape(-1), range(param.size), 1e-6)
+        expected[name] = numeric.reshape(param.shape)
     fit(
         network,
         loss,

