@@ -246,6 +246,21 @@ def test_adam_state_of_an_earlier_mlplab_holding_the_moments_themselves_resumes(
         assert relative_difference(saved_params[name], textbook[name]) < 1e-12, name
 
 
+@pytest.mark.parametrize("saved_step", [7, np.int64(7), np.array(7, dtype=np.int32)])
+def test_the_step_count_of_a_loaded_state_goes_on_counting_in_place(saved_step):
+    # update() counts in a 0-d array in place; a state whose step is a plain or NumPy integer
+    # (or another integer dtype) is loaded as such an array, so it counts on.
+    p = {"w": np.zeros(3, dtype=np.float32)}
+    g = {"w": np.ones(3, dtype=np.float32)}
+    optimizer = make_optimizer("sgd", 0.1)
+    saved = {"step": saved_step}
+    optimizer.state = saved
+    optimizer.update(p, g)
+    step = optimizer.state["step"]
+    assert isinstance(step, np.ndarray) and step.shape == () and step.dtype == np.int64
+    assert int(step) == 8 and saved["step"] is saved_step  # the caller's dict is left alone
+
+
 def test_a_state_of_another_optimizer_is_refused():
     sgd_state = make_optimizer("momentum", 0.1).state
     sgd_state["velocity/a.weight"] = np.zeros(3)

@@ -23,6 +23,7 @@ bit of the result, and the base class uses that twice:
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -60,6 +61,8 @@ class Optimizer:
     def state(self, value: dict[str, np.ndarray]) -> None:
         """Load a state (a checkpoint's) by replacing the whole dict, as this does."""
         value = self._upgraded_state(value)
+        if "step" in value:  # a writable 0-d array, which update() counts in place
+            value = {**value, "step": np.array(value["step"], dtype=np.int64)}
         kinds = {key.split("/", 1)[0] for key in value if "/" in key}
         if not kinds <= set(self.state_names):
             raise ConfigError(
@@ -82,7 +85,8 @@ class Optimizer:
         self._learning_rate = _positive("learning_rate", value)
 
     def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        self.state["step"] += 1
+        step = self.state["step"]
+        step[()] = int(step) + 1  # in place: += on a 0-d array is a ufunc call, ten times slower
         self._begin_step()
         packed = self._packed_arrays(params, grads)
         if packed is not None:
@@ -113,8 +117,8 @@ class Optimizer:
         if (
             packing is not None
             and len(packing[0]) == len(params)
-            and all(a is b for a, b in zip(packing[0], params.values()))
-            and all(a is b for a, b in zip(packing[1], grads.values()))
+            and all(map(operator.is_, packing[0], params.values()))
+            and all(map(operator.is_, packing[1], grads.values()))
         ):
             return packing[2]
         self._packing = None
