@@ -22,7 +22,11 @@ For each case, interleaved repeat by repeat so that all see the same machine noi
 * the GEMMs alone: the run's matrix products on the same shapes and threads, no allocation,
   the measurement's forward products included;
 * the machine's stream bandwidth: in-place ``a += b`` over 64 MB arrays, split over the same
-  threads (3 x 64 MB moved per call).
+  threads (3 x 64 MB moved per call);
+* the NumPy floor (since 2026-12-04): the same training as one plain NumPy function with every
+  array made once and the engine's own devices, on mlplab's threads (``numpy_floor_run``). It
+  separates what the engine costs (``mlplab / floor``) from what NumPy itself costs
+  (``floor / PyTorch``: no NumPy engine of this algorithm gets below it here).
 
 The bound is ``GEMMs alone + steps * state bytes / bandwidth``, where the state is the
 parameters, gradients and the optimizer's moments, each read and written once per step
@@ -213,6 +217,151 @@ def torch_run(case: Case, x, y, threads: int) -> tuple[float, float]:
     return time.perf_counter() - started, measuring
 
 
+def numpy_floor_run(case: Case, x, y, threads: int) -> tuple[float, float]:
+    """Seconds of the same training written as one plain NumPy function, without the engine,
+    and the training accuracy it measured at the end (to show that it trained).
+
+    Every array is allocated once and written in place, and it uses the engine's own devices
+    (the batch gathered by ``take``, the sigmoid as ``1 / (1 + exp(-z))``, no gradient for the
+    data, one flat array of parameters and one of gradients, Adam's decayed sums in chunks of
+    ``UPDATE_CHUNK``), with the same end-of-epoch measurement on 10,000 examples: about the
+    least work per step that NumPy calls allow for this algorithm. ``mlplab / NumPy floor`` is
+    then what the engine's layers, graph and loop cost beyond it, and ``floor / PyTorch`` is
+    the best ratio a NumPy engine could reach on this machine.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from mlplab.engine.optimizers import UPDATE_CHUNK
+    from mlplab.training.loop import TRAIN_MEASURE_EXAMPLES
+
+    rng = np.random.default_rng(0)
+    widths = layer_widths(case.architecture)
+    kinds = [item.split(":")[1] for item in case.architecture.split(",")]  # hidden layers
+    params = np.zeros(n_params(case.architecture), np.float32)
+    grads = np.zeros_like(params)
+    weights, biases, weight_grads, bias_grads, offset = [], [], [], [], 0
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        for shape, kept, kept_grads in [
+            ((fan_out, fan_in), weights, weight_grads),
+            ((fan_out,), biases, bias_grads),
+        ]:
+            size = int(np.prod(shape))
+            kept.append(params[offset : offset + size].reshape(shape))
+            kept_grads.append(grads[offset : offset + size].reshape(shape))
+            offset += size
+        limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform, as the engine's default
+        weights[-1][...] = rng.uniform(-limit, limit, (fan_out, fan_in))
+    m_sum, v_sum = np.zeros_like(params), np.zeros_like(params)
+    scratch = np.empty(min(params.size, UPDATE_CHUNK), np.float32)
+    work = {}  # batch size -> its arrays, made once
+
+    def arrays(n):
+        if n not in work:
+            work[n] = {
+                "out": [np.empty((n, w), np.float32) for w in widths],
+                "grad": [np.empty((n, w), np.float32) for w in widths],
+                "other": [np.empty((n, w), np.float32) for w in widths],
+                "mask": [np.empty((n, w), bool) for w in widths],
+            }
+        return work[n]
+
+    def forward(xb):
+        out = arrays(len(xb))["out"]
+        h = xb
+        for i, (weight, bias) in enumerate(zip(weights, biases)):
+            z = np.matmul(h, weight.T, out=out[i + 1])
+            z += bias
+            if i < len(kinds) and kinds[i] == "relu":
+                np.maximum(z, 0.0, out=z)
+            elif i < len(kinds):
+                np.negative(z, out=z)
+                with np.errstate(over="ignore", under="ignore"):
+                    np.exp(z, out=z)
+                z += 1.0
+                np.reciprocal(z, out=z)
+            h = z
+        return h
+
+    def loss_gradient(logits, labels):
+        """The mean cross-entropy; leaves its gradient in ``logits``."""
+        n, rows = len(labels), np.arange(len(labels))
+        logits -= logits[rows, logits.argmax(axis=1)][:, None]
+        label_term = logits[rows, labels]
+        np.exp(logits, out=logits)
+        sum_exp = np.add.reduce(logits, axis=1)
+        loss = float(np.add.reduce(np.log(sum_exp) - label_term, dtype=np.float64)) / n
+        logits /= sum_exp[:, None]
+        logits[rows, labels] -= 1.0
+        logits *= 1.0 / n
+        return loss
+
+    def backward(xb, grad):
+        work_arrays = arrays(len(xb))
+        out = [xb, *work_arrays["out"][1:]]
+        for i in reversed(range(len(weights))):
+            np.matmul(grad.T, out[i], out=weight_grads[i])
+            np.add.reduce(grad, axis=0, out=bias_grads[i])
+            if i == 0:
+                return
+            grad = np.matmul(grad, weights[i], out=work_arrays["grad"][i])
+            y_i = out[i]
+            if kinds[i - 1] == "relu":
+                grad *= np.greater(y_i, 0.0, out=work_arrays["mask"][i])
+            else:
+                one_minus_y = np.subtract(1.0, y_i, out=work_arrays["other"][i])
+                grad *= y_i
+                grad *= one_minus_y
+
+    def update(step):
+        if case.optimizer == "sgd":
+            np.multiply(grads, case.learning_rate, out=scratch)
+            params.__isub__(scratch)
+            return
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        bias_correction1, bias_correction2 = 1.0 - b1**step, 1.0 - b2**step
+        v_scale = np.sqrt(bias_correction2 / (1.0 - b2))
+        step_size = float(case.learning_rate * (1.0 - b1) / bias_correction1 * v_scale)
+        eps_hat = float(eps * v_scale)
+        for start in range(0, params.size, scratch.size):
+            stop = min(start + scratch.size, params.size)
+            p, g, m, v = (a[start:stop] for a in (params, grads, m_sum, v_sum))
+            s = scratch[: stop - start]
+            m *= b1
+            m += g
+            np.multiply(g, g, out=s)
+            v *= b2
+            v += s
+            np.sqrt(v, out=s)
+            s += eps_hat
+            np.divide(m, s, out=s)
+            s *= step_size
+            p -= s
+
+    measure_x, measure_y = x[:TRAIN_MEASURE_EXAMPLES], y[:TRAIN_MEASURE_EXAMPLES]
+    with threadpool_limits(threads, user_api="blas"):
+        started, step = time.perf_counter(), 0
+        for epoch in range(case.epochs):
+            order = np.random.default_rng([0, epoch]).permutation(len(y))
+            correct = 0
+            for start in range(0, len(y), BATCH):
+                indices = order[start : start + BATCH]
+                xb, yb = x.take(indices, axis=0), y[indices]
+                logits = forward(xb)
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                if not np.isfinite(loss_gradient(logits, yb)):
+                    raise FloatingPointError("the NumPy floor's loss diverged")
+                backward(xb, logits)
+                step += 1
+                update(step)
+            measured_correct = 0
+            for start in range(0, len(measure_y), 1000):  # the history's measurement
+                logits = forward(measure_x[start : start + 1000])
+                labels = measure_y[start : start + 1000]
+                measured_correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
+                loss_gradient(logits, labels)
+        return time.perf_counter() - started, measured_correct / len(measure_y)
+
+
 def layer_widths(architecture: str) -> list[int]:
     return [784] + [int(item.split(":")[0]) for item in architecture.split(",")] + [10]
 
@@ -281,6 +430,14 @@ def median(values) -> float:
     return float(np.median(values)) if values else float("nan")
 
 
+def paired_ratios(record: dict, numerator: str, denominator: str) -> str:
+    """``median [min, max]`` of ``numerator / denominator`` taken repeat by repeat."""
+    if numerator not in record or denominator not in record:
+        return "n/a"
+    ratios = [a / b for a, b in zip(record[numerator], record[denominator])]
+    return f"{median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -323,6 +480,8 @@ def main():
                     if device in DEVICES:
                         DEVICES[device](True)
                 record.setdefault(variant, []).append(seconds)
+            seconds, accuracy = numpy_floor_run(case, x, y, mlplab_threads(case, ours))
+            record.setdefault("numpy floor", []).append(seconds)
             if not args.no_torch:
                 seconds, measuring = torch_run(case, x, y, args.threads)
                 record.setdefault("torch", []).append(seconds)
@@ -332,6 +491,7 @@ def main():
                     record.setdefault("torch 1 thread", []).append(seconds)
             if args.verbose:
                 print(case.label, {k: round(v[-1], 2) for k, v in record.items()}, flush=True)
+                print(f"  the NumPy floor's training accuracy: {accuracy:.4f}", flush=True)
         print(
             f"repeat {repeat + 1}/{args.repeats} done after {time.perf_counter() - started:.0f} s",
             flush=True,
@@ -353,11 +513,12 @@ def main():
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
+    bounds = {}
     for case in cases:
         m = {k: median(v) for k, v in times[case.label].items()}
         state_pass = steps(case) * STATE_ARRAYS[case.optimizer] * 2 * 4
         state_pass = state_pass * n_params(case.architecture) / bandwidth
-        bound = m["gemm"] + state_pass
+        bound = bounds[case.label] = m["gemm"] + state_pass
         torch_s, loop_s = m.get("torch", nan), m.get("torch loop alone", nan)
         one_s = m.get("torch 1 thread", nan)
         lines.append(
@@ -365,6 +526,30 @@ def main():
             f"| {loop_s:.2f} | {one_s:.2f} | {m['gemm']:.2f} | {state_pass:.2f} | {bound:.2f} "
             f"| {m['mlplab'] / torch_s:.2f} | {m['mlplab'] / loop_s:.2f} "
             f"| {m['mlplab'] / one_s:.2f} | {m['mlplab'] / bound:.2f} |"
+        )
+    lines += [
+        "",
+        "The NumPy floor: the same training as one plain NumPy function (`numpy_floor_run`), on"
+        " mlplab's threads. The last three columns are ratios taken within each repeat (the"
+        " contenders ran seconds apart), their median and range over the repeats.",
+        "",
+        "| case | NumPy floor s | mlplab / NumPy floor | NumPy floor / PyTorch "
+        "| NumPy floor / bound | per repeat: mlplab / PyTorch | NumPy floor / PyTorch "
+        "| mlplab / NumPy floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        record = times[case.label]
+        m = {k: median(v) for k, v in record.items()}
+        floor, torch_s = m["numpy floor"], m.get("torch", nan)
+        per_repeat = [
+            paired_ratios(record, "mlplab", "torch"),
+            paired_ratios(record, "numpy floor", "torch"),
+            paired_ratios(record, "mlplab", "numpy floor"),
+        ]
+        lines.append(
+            f"| {case.label} | {floor:.2f} | {m['mlplab'] / floor:.2f} | {floor / torch_s:.2f} "
+            f"| {floor / bounds[case.label]:.2f} | " + " | ".join(per_repeat) + " |"
         )
     if args.ablation:
         lines += [
