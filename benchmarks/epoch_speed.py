@@ -178,15 +178,13 @@ def torch_run(case: Case, x, y, threads: int) -> tuple[float, float]:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    layers, width = [], 784
-    for item in case.architecture.split(","):
-        units, activation = item.split(":")
+    layers, widths = [], layer_widths(case.architecture)
+    for fan_in, fan_out, activation in zip(widths, widths[1:], activations(case.architecture)):
         layers += [
-            torch.nn.Linear(width, int(units)),
+            torch.nn.Linear(fan_in, fan_out),
             torch.nn.ReLU() if activation == "relu" else torch.nn.Sigmoid(),
         ]
-        width = int(units)
-    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-2], 10))
     optimizer_class = torch.optim.Adam if case.optimizer == "adam" else torch.optim.SGD
     optimizer = optimizer_class(net.parameters(), lr=case.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -221,23 +219,23 @@ def numpy_floor_run(case: Case, x, y, threads: int) -> tuple[float, float]:
     """Seconds of the same training written as one plain NumPy function, without the engine,
     and the training accuracy it measured at the end (to show that it trained).
 
-    Every array is allocated once and written in place, and it computes what the engine
-    computes the way the engine does (the batch gathered by ``take``, the sigmoid as
-    ``(1 + tanh(z / 2)) / 2``, no gradient for the data, one flat array of parameters and one
-    of gradients, Adam's decayed sums in chunks of ``UPDATE_CHUNK``), with the same
-    end-of-epoch measurement on 10,000 examples: about the least work per step that NumPy
-    calls allow for this algorithm. ``mlplab / NumPy floor`` is then what the engine's layers,
-    graph and loop cost beyond it, and ``floor / PyTorch`` is the best ratio a NumPy engine of
-    the same computation could reach on this machine.
+    It starts from ``mlplab_run``'s initial weights. Every array is allocated once and written
+    in place, and it computes what the engine computes the way the engine does (the batch
+    gathered by ``take``, the sigmoid as ``(1 + tanh(z / 2)) / 2``, no gradient for the data,
+    one flat array of parameters and one of gradients, Adam's decayed sums in chunks of
+    ``UPDATE_CHUNK``), with the same end-of-epoch measurement on 10,000 examples: about the
+    least work per step that NumPy calls allow for this algorithm. ``mlplab / NumPy floor`` is
+    then what the engine's layers, graph and loop cost beyond it, and ``floor / PyTorch`` is
+    the best ratio a NumPy engine of the same computation could reach on this machine.
     """
     from threadpoolctl import threadpool_limits
 
+    from mlplab.engine.architecture import build_network
     from mlplab.engine.optimizers import UPDATE_CHUNK
     from mlplab.training.loop import TRAIN_MEASURE_EXAMPLES
 
-    rng = np.random.default_rng(0)
     widths = layer_widths(case.architecture)
-    kinds = [item.split(":")[1] for item in case.architecture.split(",")]  # hidden layers
+    kinds = activations(case.architecture)  # of the hidden layers
     params = np.zeros(n_params(case.architecture), np.float32)
     grads = np.zeros_like(params)
     weights, biases, weight_grads, bias_grads, offset = [], [], [], [], 0
@@ -250,8 +248,12 @@ def numpy_floor_run(case: Case, x, y, threads: int) -> tuple[float, float]:
             kept.append(params[offset : offset + size].reshape(shape))
             kept_grads.append(grads[offset : offset + size].reshape(shape))
             offset += size
-        limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform, as the engine's default
-        weights[-1][...] = rng.uniform(-limit, limit, (fan_out, fan_in))
+    # The initial weights of mlplab_run's network: (weight, bias) per dense layer, in order.
+    initial = build_network(case.architecture, 784, 10, seed=0).params.values()
+    for piece, value in zip(
+        [a for pair in zip(weights, biases) for a in pair], initial, strict=True
+    ):
+        piece[...] = value
     m_sum, v_sum = np.zeros_like(params), np.zeros_like(params)
     scratch = np.empty(min(params.size, UPDATE_CHUNK), np.float32)
     work = {}  # batch size -> its arrays, made once
@@ -364,6 +366,11 @@ def numpy_floor_run(case: Case, x, y, threads: int) -> tuple[float, float]:
 
 def layer_widths(architecture: str) -> list[int]:
     return [784] + [int(item.split(":")[0]) for item in architecture.split(",")] + [10]
+
+
+def activations(architecture: str) -> list[str]:
+    """The hidden layers' activations of a ``"units:activation,..."`` string."""
+    return [item.split(":")[1] for item in architecture.split(",")]
 
 
 def n_params(architecture: str) -> int:
